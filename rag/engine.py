@@ -1,0 +1,174 @@
+"""The public entry points: ``rag.open`` an index and ``ask`` it; ``rag.build``
+one from files. The CLI and the app call these and nothing deeper."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import build as builder
+from . import index as store
+from .answer import Query, best_quotes, content_terms, follow_up_text, viewpoint_answer
+from .embed import Embedder, default_embedder
+from .errors import RagError
+from .ingest import Loaded, load
+from .retrieve import Filters, group_chunks, search_groups
+from .settings import Settings
+from .types import Answer, Article, BuildReport
+
+# How much of the earlier question a follow-up's query vector keeps.
+HISTORY_WEIGHT = 0.5
+
+
+class Index:
+    """An index folder, opened for questions and updates.
+
+    >>> ix = rag.open("index")                     # doctest: +SKIP
+    >>> ix.ask("Did Russia make big concessions?").viewpoints[0].answers[0].text  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | os.PathLike = "index", settings: Settings | None = None,
+                 embedder: Embedder | None = None):
+        self.root = Path(root)
+        self.settings = settings or Settings()
+        self.embedder = embedder or default_embedder(self.settings.batch_size)
+        self._snap: store.Snapshot | None = None
+        self._stamp: tuple = ()
+        self._lock = threading.Lock()
+
+    # ---- reading -----------------------------------------------------------
+
+    def snapshot(self) -> store.Snapshot:
+        """The live version, reloaded when a writer has switched CURRENT since."""
+        stamp = self._current_stamp()
+        with self._lock:
+            if self._snap is None or stamp != self._stamp:
+                snap = store.load(self.root)
+                if snap.warning:
+                    print(f"rag: warning: {snap.warning}", file=sys.stderr)
+                self._check_model(snap)
+                self._snap, self._stamp = snap, stamp
+            return self._snap
+
+    def _current_stamp(self) -> tuple:
+        try:
+            st = os.stat(self.root / "CURRENT")
+        except FileNotFoundError:
+            store.current_version(self.root)  # raises IndexMissing with the fix in it
+            raise
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def _check_model(self, snap: store.Snapshot) -> None:
+        model, dim = snap.manifest.get("model"), snap.manifest.get("dim")
+        if (model, dim) != (self.embedder.name, self.embedder.dim):
+            raise RagError(f"{self.root}: built with {model} ({dim}-d) but asked with "
+                           f"{self.embedder.name} ({self.embedder.dim}-d); rebuild with rag build --full")
+
+    def ask(self, question: str, history: Sequence[str] = (), k: int | None = None,
+            group_by: str | None = None, filters: Filters | None = None) -> Answer:
+        """Answer ``question`` per viewpoint with verbatim, cited quotes.
+
+        ``history`` is the earlier questions of the conversation, oldest first;
+        a follow-up such as "And what did he refuse?" is read in their light.
+
+        >>> answer = rag.open("index").ask("Did Russia make big concessions?")  # doctest: +SKIP
+        >>> [(v.viewpoint, v.abstained) for v in answer.viewpoints]              # doctest: +SKIP
+        [('pro-Russia', False), ('pro-Ukraine', False)]
+        """
+        question = (question or "").strip()
+        if not question:
+            raise RagError("empty question")
+        settings = self.settings
+        k = k or settings.k
+        snap = self.snapshot()
+        query = self._query(question, history)
+        groups = group_chunks(snap, group_by or settings.group_by, filters)
+        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints)
+        answers = [viewpoint_answer(groups.labels[g], best_quotes(snap, query, passages, settings, k),
+                                    settings.min_score)
+                   for g, passages in found.items()]
+        answers.sort(key=lambda v: (v.abstained, -(v.answers[0].score if v.answers else 0.0)))
+        return Answer(question=question, viewpoints=tuple(answers),
+                      more_viewpoints=len(groups.labels) - len(found), query=query.text)
+
+    def _query(self, question: str, history: Sequence[str]) -> Query:
+        text = follow_up_text(question, history)
+        if text == question:
+            vector = self.embedder.encode([question])[0]
+        else:
+            # The question leads; the earlier turn supplies what "he" or "it" refers to.
+            own, context = self.embedder.encode([question, text])
+            vector = own + HISTORY_WEIGHT * context
+            vector = vector / np.linalg.norm(vector)
+        return Query(text=text, vector=vector.astype(np.float32), terms=content_terms(question))
+
+    def article(self, doc_id: str) -> Article:
+        """One article with its metadata and full text (quotes' spans index into ``text``)."""
+        snap = self.snapshot()
+        if doc_id not in snap.row_of:
+            raise RagError(f"no article with id {doc_id!r} in {self.root} (see rag stats)")
+        return snap.articles[snap.row_of[doc_id]]
+
+    def stats(self) -> dict:
+        snap = self.snapshot()
+        groups: dict[str, int] = {}
+        for article in snap.articles:
+            label = article.group(self.settings.group_by)
+            groups[label] = groups.get(label, 0) + 1
+        size = sum(f["size"] for f in snap.manifest.get("files", {}).values())
+        return {"index": str(self.root), "version": snap.version, "model": snap.manifest.get("model"),
+                "dim": snap.manifest.get("dim"), "chunking": snap.manifest.get("chunking"),
+                "articles": len(snap.articles), "chunks": len(snap.chunks),
+                "sentences": len(snap.sentence_vectors), "bytes": size,
+                "viewpoints": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
+
+    # ---- writing -----------------------------------------------------------
+
+    def add(self, paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
+            dry_run: bool = False, progress: bool = True) -> BuildReport:
+        """Add or update articles (upsert by id); unchanged ones are skipped.
+
+        >>> rag.open("index").add(["new-article.md"]).added  # doctest: +SKIP
+        ('new-article',)
+        """
+        return self._write(load(paths, fields), "add", dry_run=dry_run, progress=progress)
+
+    def remove(self, doc_ids: Sequence[str], dry_run: bool = False) -> BuildReport:
+        """Remove articles by id; they never appear in answers again."""
+        return self._write(Loaded((), ()), "remove", remove=doc_ids, dry_run=dry_run, progress=False)
+
+    def rebuild(self, paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
+                full: bool = False, dry_run: bool = False, progress: bool = True) -> BuildReport:
+        """Make the index hold exactly the articles under ``paths``."""
+        return self._write(load(paths, fields), "build", full=full, dry_run=dry_run, progress=progress)
+
+    def _write(self, loaded: Loaded, mode: str, **options) -> BuildReport:
+        return builder.run(self.root, loaded, self.embedder, self.settings, mode, **options)
+
+
+def open(index: str | os.PathLike = "index", settings: Settings | None = None,
+         embedder: Embedder | None = None) -> Index:
+    """Open an index folder for questions (the model loads on the first question).
+
+    >>> ix = rag.open("index")  # doctest: +SKIP
+    """
+    ix = Index(index, settings, embedder)
+    ix.snapshot()  # fail now, with a clear message, if there is no usable index
+    return ix
+
+
+def build(paths: Iterable[str | os.PathLike] = ("seeds",), index: str | os.PathLike = "index",
+          fields: Mapping[str, str] | None = None, full: bool = False, settings: Settings | None = None,
+          embedder: Embedder | None = None, progress: bool = True) -> BuildReport:
+    """Index the articles under ``paths`` into ``index`` (only new or changed ones are embedded).
+
+    >>> report = rag.build(["seeds"], index="index")  # doctest: +SKIP
+    >>> report.added                                  # doctest: +SKIP
+    ('independent-putin-playing-for-time', 'rt-putin-trump-call-a-success')
+    """
+    return Index(index, settings, embedder).rebuild(paths, fields, full=full, progress=progress)

@@ -1,0 +1,26 @@
+"""One settings record; per-call arguments override it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Embedding model: the bundled all-MiniLM-L6-v2 (384-d, 256-wordpiece window).
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    # Chunk size in cl100k tokens: big enough for context, small enough to stay on one point.
+    chunk_tokens: int = 200
+    # Sentences repeated at the start of the next chunk, so no answer falls between chunks.
+    overlap_sentences: int = 1
+    # Quotes returned per viewpoint.
+    k: int = 3
+    # Passages retrieved per viewpoint before picking answer sentences.
+    passages: int = 8
+    # Below this score a viewpoint "does not address" the question (see answer.py).
+    min_score: float = 0.40
+    # Metadata field that makes the viewpoints (falls back to source, title, id).
+    group_by: str = "viewpoint"
+    # Columns listed in full; the rest are counted in ``more_viewpoints``.
+    max_viewpoints: int = 12
+    # Articles embedded per model call batch.
+    batch_size: int = 32
