@@ -130,13 +130,15 @@ class Index:
     # ---- writing -----------------------------------------------------------
 
     def add(self, paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
-            dry_run: bool = False, progress: bool = True) -> BuildReport:
+            dry_run: bool = False, progress: bool = True,
+            defaults: Mapping[str, str] | None = None) -> BuildReport:
         """Add or update articles (upsert by id); unchanged ones are skipped.
+        ``defaults`` fills metadata the files lack, e.g. ``{"viewpoint": "left"}``.
 
         >>> rag.open("index").add(["new-article.md"]).added  # doctest: +SKIP
         ('new-article',)
         """
-        return self._write(load(paths, fields), "add", dry_run=dry_run, progress=progress)
+        return self._write(load(paths, fields, defaults), "add", dry_run=dry_run, progress=progress)
 
     def remove(self, doc_ids: Sequence[str], dry_run: bool = False) -> BuildReport:
         """Remove articles by id; they never appear in answers again."""

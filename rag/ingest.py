@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -56,8 +56,10 @@ def parse_fields(specs: Iterable[str]) -> dict[str, str]:
     return fields
 
 
-def load(paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None) -> Loaded:
-    """Read every supported file under ``paths``.
+def load(paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
+         defaults: Mapping[str, str] | None = None) -> Loaded:
+    """Read every supported file under ``paths``; ``defaults`` fills metadata
+    fields (e.g. viewpoint, source) that an article leaves empty.
 
     >>> loaded = load(["seeds"])
     >>> sorted(a.viewpoint for a in loaded.articles)
@@ -70,10 +72,19 @@ def load(paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = 
         for file in _files(Path(path)):
             try:
                 for item in _read_file(file, fields):
-                    (articles if isinstance(item, Article) else rejected).append(item)
+                    if isinstance(item, Article):
+                        articles.append(_with_defaults(item, defaults))
+                    else:
+                        rejected.append(item)
             except IngestError as err:
                 rejected.append(Rejected(err.path, err.reason))
     return Loaded(tuple(articles), tuple(rejected))
+
+
+def _with_defaults(article: Article, defaults: Mapping[str, str] | None) -> Article:
+    missing = {k: v for k, v in (defaults or {}).items()
+               if k in ARTICLE_FIELDS and k != "id" and v and not getattr(article, k)}
+    return replace(article, **missing) if missing else article
 
 
 def _files(root: Path) -> Iterator[Path]:
