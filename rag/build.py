@@ -101,7 +101,8 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
     Returns (version, chunk count)."""
     import faiss
 
-    old_vectors = old.chunk_vectors() if old.chunks.size else np.zeros((0, embedder.dim), np.float32)
+    reused = any(a.id not in the_plan.embed for a in the_plan.articles)
+    old_vectors = old.chunk_vectors() if reused else None
     todo = [a for a in the_plan.articles if a.id in the_plan.embed]
     fresh = _chunk_all(todo, embedder, settings, progress)
     texts: list[str] = []
@@ -188,7 +189,7 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
     with store.writer_lock(root, wait=wait):
         old = _previous(root, embedder, settings, full, mode)
         same_chunking = old.manifest.get("chunking") in (None, chunk_settings(settings, embedder))
-        the_plan = plan(old, loaded, mode, remove, reuse_vectors=same_chunking)
+        the_plan = plan(old, loaded, mode, remove, reuse_vectors=same_chunking and not full)
         report = the_plan.report
         nothing = not (report.added or report.changed or report.removed) and same_chunking and not full
         if dry_run or (nothing and old.version):
@@ -198,9 +199,8 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
 
 
 def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mode: str) -> store.Snapshot:
-    """The version to update from; an empty one for a full build or a new index."""
-    if full:
-        return store.empty_snapshot(embedder.dim)
+    """The version to update from (for a full build, only to report what changed);
+    an empty one for a new index, or a full build over a broken one."""
     try:
         old = store.load(root)
     except IndexMissing:
@@ -208,10 +208,14 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
             raise
         return store.empty_snapshot(embedder.dim)
     except IndexCorrupt as err:
+        if full:
+            return store.empty_snapshot(embedder.dim)
         raise IndexCorrupt(f"{err}; rebuild with rag build --full") from None
     if old.warning:
         print(f"rag: warning: {old.warning}", file=sys.stderr)
     if old.manifest.get("model") != embedder.name or old.manifest.get("dim") != embedder.dim:
+        if full:
+            return store.empty_snapshot(embedder.dim)
         raise IndexCorrupt(f"{root}: built with {old.manifest.get('model')} ({old.manifest.get('dim')}-d), "
                            f"not {embedder.name} ({embedder.dim}-d); rebuild with rag build --full")
     return old

@@ -1,0 +1,115 @@
+"""Build and update: only new or changed articles are embedded; removed files leave the index."""
+import shutil
+
+import pytest
+
+import rag
+from rag import index as store
+from rag.errors import EmptyCorpus, RagError
+from tests.conftest import SEEDS
+
+
+class Counting:
+    """Wraps an embedder and records every text it is asked to encode."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, []
+        self.name, self.dim, self.max_tokens = inner.name, inner.dim, inner.max_tokens
+
+    def token_spans(self, texts):
+        return self.inner.token_spans(texts)
+
+    def encode(self, texts, progress=False):
+        self.texts.extend(texts)
+        return self.inner.encode(texts, progress)
+
+
+def _corpus(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SEEDS, corpus)
+    return corpus
+
+
+def _article(folder, name, body, viewpoint="neutral"):
+    (folder / name).write_text(f"---\ntitle: {name}\nviewpoint: {viewpoint}\n---\n{body}\n", encoding="utf-8")
+
+
+def test_rebuild_embeds_only_new_and_changed_articles(tmp_path, hash_embedder):
+    corpus, index = _corpus(tmp_path), tmp_path / "index"
+    first = rag.build([corpus], index=index, embedder=hash_embedder, progress=False)
+    assert len(first.added) == 2 and first.embedded_articles == 2 and first.version == "v000001"
+
+    counting = Counting(hash_embedder)
+    _article(corpus, "new.md", "A brand new article about fishing quotas. It has two sentences.")
+    report = rag.build([corpus], index=index, embedder=counting, progress=False)
+    assert report.added == ("new",) and report.embedded_articles == 1 and report.unchanged == 2
+    new_text = (corpus / "new.md").read_text()
+    assert counting.texts and all(t in new_text for t in counting.texts)  # nothing else re-embedded
+
+    again = Counting(hash_embedder)
+    report = rag.build([corpus], index=index, embedder=again, progress=False)
+    assert report.version == "" and again.texts == []  # nothing changed: no new version, no model work
+
+
+def test_removed_file_leaves_the_index_and_changed_file_is_replaced(tmp_path, hash_embedder):
+    corpus, index = _corpus(tmp_path), tmp_path / "index"
+    _article(corpus, "extra.md", "Fishing quotas were discussed at length.")
+    rag.build([corpus], index=index, embedder=hash_embedder, progress=False)
+    (corpus / "extra.md").unlink()
+    _article(corpus, "independent-putin-playing-for-time.txt", "Entirely new text about farming subsidies.",
+             viewpoint="pro-Ukraine")
+    report = rag.build([corpus], index=index, embedder=hash_embedder, progress=False)
+    assert report.removed == ("extra",) and report.changed == ("independent-putin-playing-for-time",)
+    ix = rag.open(index, embedder=hash_embedder)
+    assert "extra" not in ix.snapshot().row_of
+    assert ix.article("independent-putin-playing-for-time").text == "Entirely new text about farming subsidies."
+    cited = {q.doc_id for v in ix.ask("fishing quotas").viewpoints for q in v.answers}
+    assert "extra" not in cited
+
+
+def test_metadata_change_is_recorded_without_re_embedding(tmp_path, hash_embedder):
+    corpus, index = _corpus(tmp_path), tmp_path / "index"
+    rag.build([corpus], index=index, embedder=hash_embedder, progress=False)
+    path = corpus / "rt-putin-trump-call-a-success.txt"
+    path.write_text(path.read_text(encoding="utf-8").replace("viewpoint: pro-Russia", "viewpoint: Kremlin-friendly"),
+                    encoding="utf-8")
+    counting = Counting(hash_embedder)
+    report = rag.build([corpus], index=index, embedder=counting, progress=False)
+    assert report.changed == ("rt-putin-trump-call-a-success",) and counting.texts == []
+    labels = {v.viewpoint for v in rag.open(index, embedder=hash_embedder).ask("Putin concessions").viewpoints}
+    assert labels == {"pro-Ukraine", "Kremlin-friendly"}
+
+
+def test_full_rebuild_embeds_everything(tmp_path, hash_embedder):
+    corpus, index = _corpus(tmp_path), tmp_path / "index"
+    rag.build([corpus], index=index, embedder=hash_embedder, progress=False)
+    report = rag.build([corpus], index=index, full=True, embedder=hash_embedder, progress=False)
+    assert report.embedded_articles == 2 and set(report.added) == set()  # same ids: nothing "added"
+    assert report.version == "v000002"
+
+
+def test_add_and_remove_keep_the_rest(tmp_path, hash_embedder):
+    index = tmp_path / "index"
+    rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    _article(extra, "one.md", "One more article on trade.")
+    ix = rag.Index(index, embedder=hash_embedder)
+    assert ix.add([extra]).added == ("one",)
+    assert len(ix.snapshot().articles) == 3
+    assert ix.remove(["one"]).removed == ("one",)
+    assert len(ix.snapshot().articles) == 2
+    with pytest.raises(RagError, match="no article with id 'ghost'"):
+        ix.remove(["ghost"])
+
+
+def test_empty_corpus_is_an_error_and_keeps_the_old_index(tmp_path, hash_embedder):
+    index = tmp_path / "index"
+    rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    before = store.current_version(index)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EmptyCorpus):
+        rag.build([empty], index=index, embedder=hash_embedder, progress=False)
+    assert store.current_version(index) == before
+    assert len(rag.open(index, embedder=hash_embedder).snapshot().articles) == 2
