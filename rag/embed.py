@@ -70,6 +70,7 @@ class MiniLM:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no weight-loading bar
                 from sentence_transformers import SentenceTransformer
 
                 self._model = SentenceTransformer(self._path, device="cpu")
