@@ -146,7 +146,7 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
                           else np.zeros((0, embedder.dim), np.float32)).astype(np.float16))
     manifest = {"model": embedder.name, "dim": embedder.dim,
                 "chunking": chunk_settings(settings, embedder),
-                "library": _versions(),
+                "library": _versions(), "previous": old.version,
                 "articles": {a.id: a.content_hash for a in the_plan.articles}}
     return store.write(root, snap, manifest), len(snap.chunks)
 

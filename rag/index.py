@@ -3,11 +3,12 @@
 Layout of an index folder::
 
     index/
-      CURRENT          name of the live version (switched atomically)
+      CURRENT          "v000007 <sha256 of its manifest.json>": the live version
       lock             held by the one writer
       v000007/         one complete version
         manifest.json  format, model, dimension, chunk settings, counts,
-                       sha256 and size of every file, article content hashes
+                       sha256 and size of every file, article content hashes,
+                       the version it replaced
         articles.jsonl one article a line: metadata, text, sentence spans
         chunks.npy     int64 rows: article row, start, end, first/last sentence
         chunks.faiss   chunk vectors (inner product on normalized vectors)
@@ -16,34 +17,32 @@ Layout of an index folder::
 A version is written beside the live one under a temporary name, fsynced,
 renamed into place, and only then named in CURRENT (write, fsync,
 os.replace, fsync the folder): a crash at any moment leaves the last good
-version usable.
+version usable. Every byte a reader uses is covered by a checksum: the data
+files by the manifest, the manifest by CURRENT. Writing lives in commit.py.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
 import os
-import shutil
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .errors import IndexBusy, IndexCorrupt, IndexMissing
+from .errors import IndexCorrupt, IndexMissing
 from .types import Article, Span
 
 FORMAT = 1
 FILES = ("articles.jsonl", "chunks.npy", "chunks.faiss", "sentences.npy")
-KEEP_VERSIONS = 2
+_VERSION = re.compile(r"v[0-9]{6,}\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Snapshot:
     """One loaded index version. Row numbers tie the arrays together:
     chunk row i is FAISS id i; article row a owns sentence rows
@@ -59,10 +58,11 @@ class Snapshot:
     warning: str = ""  # set when the live version was bad and an older one was loaded
 
     def __post_init__(self) -> None:
-        self.row_of = {a.id: i for i, a in enumerate(self.articles)}
         counts = np.array([len(s) for s in self.sentences], dtype=np.int64)
-        self.sentence_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) \
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) \
             if len(counts) else np.zeros(0, dtype=np.int64)
+        object.__setattr__(self, "row_of", {a.id: i for i, a in enumerate(self.articles)})
+        object.__setattr__(self, "sentence_start", starts)
 
     def chunk_vectors(self) -> np.ndarray:
         n = self.chunk_index.ntotal
@@ -80,52 +80,88 @@ def empty_snapshot(dim: int) -> Snapshot:
                     np.zeros((0, dim), np.float16), manifest={"dim": dim})
 
 
-# ---- reading ---------------------------------------------------------------
+# ---- the pointer -------------------------------------------------------------
 
-def current_version(root: Path) -> str:
+def read_pointer(root: Path) -> tuple[str, str]:
+    """(live version, sha256 of its manifest) from CURRENT; the checksum is
+    "" for an index written before CURRENT carried one."""
     try:
-        return (root / "CURRENT").read_text(encoding="utf-8").strip()
+        raw = (Path(root) / "CURRENT").read_bytes()
     except FileNotFoundError:
         raise IndexMissing(f"{root}: no index here; build one with: rag build seeds/ --index {root}") from None
+    except OSError as err:
+        raise IndexCorrupt(f"{Path(root) / 'CURRENT'}: unreadable ({err.strerror})") from None
+    parts = raw.decode("ascii", "replace").split()
+    if not (1 <= len(parts) <= 2 and _VERSION.match(parts[0])
+            and (len(parts) == 1 or _SHA256.match(parts[1]))):
+        raise IndexCorrupt(f"{Path(root) / 'CURRENT'}: damaged (it should name a version, e.g. v000001)")
+    return parts[0], (parts[1] if len(parts) == 2 else "")
 
 
-def load(root: str | os.PathLike, verify: bool = True) -> Snapshot:
-    """Load the live version; if it fails its checks, the newest older version
-    that passes, with ``Snapshot.warning`` saying so."""
-    root = Path(root)
-    live = current_version(root)
-    try:
-        return load_version(root, live, verify)
-    except IndexCorrupt as err:
-        for older in reversed(list_versions(root)):
-            if older < live:
-                with contextlib.suppress(IndexCorrupt):
-                    snap = load_version(root, older, verify)
-                    snap.warning = f"{err}; using the previous version {older} instead"
-                    return snap
-        raise
+def current_version(root: Path) -> str:
+    return read_pointer(root)[0]
 
 
 def list_versions(root: Path) -> list[str]:
-    return sorted(p.name for p in root.glob("v[0-9]*") if p.is_dir())
+    return sorted(p.name for p in Path(root).glob("v[0-9]*") if p.is_dir() and _VERSION.match(p.name))
 
 
-def load_version(root: Path, version: str, verify: bool = True) -> Snapshot:
+# ---- reading -----------------------------------------------------------------
+
+def load(root: str | os.PathLike, verify: bool = True) -> Snapshot:
+    """Load the live version; if it fails its checks, the newest older version
+    that passes, with ``Snapshot.warning`` saying so.
+
+    >>> load("no-such-index")
+    Traceback (most recent call last):
+    rag.errors.IndexMissing: no-such-index: no index here; build one with: rag build seeds/ --index no-such-index
+    """
+    root = Path(root)
+    for _ in range(5):
+        try:
+            live, sha = read_pointer(root)
+        except IndexCorrupt as err:  # which version was live is unknown: the newest good one
+            return _fallback(root, err, list_versions(root), "")
+        try:
+            return load_version(root, live, verify, sha)
+        except IndexCorrupt as err:
+            with contextlib.suppress(IndexCorrupt, IndexMissing):
+                if read_pointer(root) != (live, sha):
+                    continue  # a writer switched versions while we read (and dropped ours): reload
+            return _fallback(root, err, [v for v in list_versions(root) if v < live], sha)
+    raise IndexCorrupt(f"{root}: the live version keeps changing while it is read; try again")
+
+
+def _fallback(root: Path, err: IndexCorrupt, candidates: list[str], sha: str) -> Snapshot:
+    # The version whose manifest CURRENT vouches for first (only its name was damaged), then newest first.
+    candidates = sorted(candidates, key=lambda v: (bool(sha) and manifest_sha(root / v) == sha, v))
+    for older in reversed(candidates):
+        with contextlib.suppress(IndexCorrupt):
+            snap = load_version(root, older)
+            return replace(snap, warning=f"{err}; using the previous version {older} instead")
+    raise IndexCorrupt(f"{err}; no older good version to fall back to: rebuild with rag build --full")
+
+
+def load_version(root: Path, version: str, verify: bool = True, expected_sha: str = "") -> Snapshot:
+    """Load one version. Each file is read once, and the very bytes parsed are
+    the bytes checked against the manifest (no check-then-read gap)."""
     import faiss
 
-    folder = root / version
-    manifest = read_manifest(folder)
-    if verify:
-        problems = check_files(folder, manifest)
-        if problems:
-            raise IndexCorrupt(f"{folder}: {problems[0]}")
+    folder = Path(root) / version
+    manifest = read_manifest(folder, expected_sha)
+    blobs = {}
+    for name in FILES:
+        blobs[name] = _read(folder / name)
+        problem = _file_problem(blobs[name], manifest["files"][name]) if verify else ""
+        if problem:
+            raise IndexCorrupt(f"{folder / name}: {problem}")
     try:
-        articles, sentences = _read_articles(folder / "articles.jsonl")
-        chunks = np.load(folder / "chunks.npy", allow_pickle=False)
-        sentence_vectors = np.load(folder / "sentences.npy", allow_pickle=False)
-        chunk_index = faiss.read_index(str(folder / "chunks.faiss"))
-    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError) as err:
-        raise IndexCorrupt(f"{folder}: unreadable: {str(err).splitlines()[0]}") from None
+        articles, sentences = _parse_articles(blobs["articles.jsonl"])
+        chunks = np.load(io.BytesIO(blobs["chunks.npy"]), allow_pickle=False)
+        sentence_vectors = np.load(io.BytesIO(blobs["sentences.npy"]), allow_pickle=False)
+        chunk_index = faiss.deserialize_index(np.frombuffer(blobs["chunks.faiss"], dtype=np.uint8))
+    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:
+        raise IndexCorrupt(f"{folder}: unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     snap = Snapshot(articles, sentences, chunks, chunk_index, sentence_vectors, manifest, version)
     problem = _check_counts(snap)
     if problem:
@@ -133,180 +169,134 @@ def load_version(root: Path, version: str, verify: bool = True) -> Snapshot:
     return snap
 
 
-def read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path, expected_sha: str = "") -> dict:
+    """The version's manifest, checked against CURRENT's checksum when given
+    and for the shape every reader relies on."""
+    path = folder / "manifest.json"
+    raw = _read(path, gone="CURRENT names a version that is gone" if not folder.exists() else "missing")
+    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
+        raise IndexCorrupt(f"{path}: does not match the checksum in CURRENT (corrupted or edited)")
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{folder}: missing manifest.json (CURRENT names a version that is gone)") from None
-    except (OSError, ValueError) as err:
-        raise IndexCorrupt(f"{folder}/manifest.json: unreadable ({err})") from None
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as err:
+        raise IndexCorrupt(f"{path}: unreadable ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IndexCorrupt(f"{folder}/manifest.json: unknown format {manifest.get('format')!r}"
-                           f" (this rag reads format {FORMAT}); rebuild with rag build --full")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise IndexCorrupt(f"{path}: unknown format {found!r} (this rag reads format {FORMAT});"
+                           " rebuild with rag build --full")
+    files, counts = manifest.get("files"), manifest.get("counts")
+    ok = (isinstance(files, dict) and isinstance(counts, dict) and isinstance(manifest.get("dim"), int)
+          and all(isinstance(files.get(n), dict) and isinstance(files[n].get("size"), int)
+                  and isinstance(files[n].get("sha256"), str) for n in FILES))
+    if not ok:
+        raise IndexCorrupt(f"{path}: malformed (files, counts or dim missing)")
     return manifest
 
 
-def check_files(folder: Path, manifest: dict) -> list[str]:
-    """Every problem with the version's files, each naming the file."""
-    problems = []
-    for name, expected in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.exists():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != expected["size"]:
-            problems.append(f"{name} has {path.stat().st_size} bytes, the manifest says {expected['size']}")
-        elif _sha256(path) != expected["sha256"]:
-            problems.append(f"{name} fails its checksum (corrupted)")
-    missing = set(FILES) - set(manifest.get("files", {}))
-    problems.extend(f"manifest lists no {name}" for name in sorted(missing))
-    return problems
+def _read(path: Path, gone: str = "missing") -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise IndexCorrupt(f"{path}: {gone}") from None
+    except OSError as err:
+        raise IndexCorrupt(f"{path}: unreadable ({err.strerror})") from None
+
+
+def _file_problem(data: bytes, expected: dict) -> str:
+    if len(data) != expected["size"]:
+        return f"has {len(data)} bytes, the manifest says {expected['size']} (truncated or appended to)"
+    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        return "fails its checksum (corrupted)"
+    return ""
+
+
+def manifest_sha(folder: Path) -> str:
+    """sha256 of a version's manifest: what CURRENT records beside its name."""
+    try:
+        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _check_counts(snap: Snapshot) -> str:
+    """Do the parts agree with the manifest and with each other? Rows that
+    point outside their article would cite the wrong text: refuse them."""
     m = snap.manifest
     n_sent = sum(len(s) for s in snap.sentences)
     facts = {"articles": len(snap.articles), "chunks": len(snap.chunks),
              "vectors": snap.chunk_index.ntotal, "sentences": n_sent,
              "sentence_vectors": len(snap.sentence_vectors)}
     for key, value in facts.items():
-        if m.get("counts", {}).get(key) != value:
-            return f"{key}: found {value}, the manifest says {m.get('counts', {}).get(key)}"
-    if snap.chunk_index.d != m.get("dim") or snap.sentence_vectors.shape[1:] != (m.get("dim"),):
-        return f"vector dimension does not match the manifest's {m.get('dim')}"
+        if m["counts"].get(key) != value:
+            return f"{key}: found {value}, the manifest says {m['counts'].get(key)}"
+    if snap.chunk_index.d != m["dim"] or snap.sentence_vectors.shape[1:] != (m["dim"],):
+        return f"vector dimension does not match the manifest's {m['dim']}"
+    if len(snap.chunks) != snap.chunk_index.ntotal:
+        return "chunk records and vectors differ in number"
+    if len(snap.chunks):
+        c = snap.chunks
+        if c.ndim != 2 or c.shape[1] != 5:
+            return f"chunks.npy has shape {c.shape}, not (n, 5)"
+        rows = c[:, 0]
+        if rows.min() < 0 or rows.max() >= len(snap.articles):
+            return "a chunk points at no article"
+        lengths = np.array([len(a.text) for a in snap.articles], dtype=np.int64)[rows]
+        n_sentences = np.array([len(s) for s in snap.sentences], dtype=np.int64)[rows]
+        if not (np.all((0 <= c[:, 1]) & (c[:, 1] < c[:, 2]) & (c[:, 2] <= lengths))
+                and np.all((0 <= c[:, 3]) & (c[:, 3] <= c[:, 4]) & (c[:, 4] < n_sentences))):
+            return "a chunk's span or sentences lie outside its article"
     return ""
 
 
-def _read_articles(path: Path) -> tuple[list[Article], list[tuple[Span, ...]]]:
+def _parse_articles(data: bytes) -> tuple[list[Article], list[tuple[Span, ...]]]:
     articles, sentences = [], []
-    with open(path, encoding="utf-8") as stream:
-        for line in stream:
-            record = json.loads(line)
-            sentences.append(tuple(Span(s, e) for s, e in record.pop("sentences")))
-            articles.append(Article(**record))
+    for line in data.split(b"\n"):  # b"\n" only: U+2028 may appear raw inside a record
+        if not line:
+            continue
+        record = json.loads(line)
+        article = Article(**{k: v for k, v in record.items() if k != "sentences"})
+        spans = tuple(Span(int(s), int(e)) for s, e in record["sentences"])
+        if any(not 0 <= s.start < s.end <= len(article.text) for s in spans):
+            raise ValueError(f"article {article.id!r}: a sentence span lies outside its text")
+        articles.append(article)
+        sentences.append(spans)
     return articles, sentences
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ---- writing ---------------------------------------------------------------
-
-@contextlib.contextmanager
-def writer_lock(root: Path, wait: float = 0.0) -> Iterator[None]:
-    """Hold the index's one writer lock; wait up to ``wait`` seconds for it."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "lock", "a+") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IndexBusy(f"{root}: another build or update is writing this index; "
-                                    "try again when it finishes") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write(root: Path, snap: Snapshot, manifest: dict) -> str:
-    """Write ``snap`` as a new version and make it live. Call under ``writer_lock``."""
-    root.mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(root)
-    versions = list_versions(root)
-    version = f"v{int(versions[-1][1:]) + 1 if versions else 1:06d}"
-    temp = root / f".tmp-{version}-{os.getpid()}"
-    temp.mkdir()
-    _write_files(temp, snap)
-    manifest = dict(manifest, format=FORMAT, version=version,
-                    files={name: {"sha256": _sha256(temp / name), "size": (temp / name).stat().st_size}
-                           for name in FILES},
-                    counts={"articles": len(snap.articles), "chunks": len(snap.chunks),
-                            "vectors": snap.chunk_index.ntotal,
-                            "sentences": sum(len(s) for s in snap.sentences),
-                            "sentence_vectors": len(snap.sentence_vectors)})
-    _write_durably(temp / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
-    _fsync_dir(temp)
-    os.rename(temp, root / version)
-    _fsync_dir(root)
-    _write_durably(root / "CURRENT.tmp", (version + "\n").encode("utf-8"))
-    os.replace(root / "CURRENT.tmp", root / "CURRENT")
-    _fsync_dir(root)
-    _drop_old_versions(root, keep=version)
-    return version
-
-
-def _write_files(folder: Path, snap: Snapshot) -> None:
-    import faiss
-
-    lines = io.StringIO()
-    for article, spans in zip(snap.articles, snap.sentences):
-        record = asdict(article)
-        record["sentences"] = [[s.start, s.end] for s in spans]
-        lines.write(json.dumps(record, ensure_ascii=False) + "\n")
-    _write_durably(folder / "articles.jsonl", lines.getvalue().encode("utf-8"))
-    _write_durably(folder / "chunks.npy", _npy_bytes(snap.chunks.astype(np.int64)))
-    _write_durably(folder / "sentences.npy", _npy_bytes(snap.sentence_vectors.astype(np.float16)))
-    _write_durably(folder / "chunks.faiss", faiss.serialize_index(snap.chunk_index).tobytes())
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _clean_temporaries(root: Path) -> None:
-    # Only the lock holder writes, so any temporary folder left is from a crashed writer.
-    for temp in root.glob(".tmp-*"):
-        shutil.rmtree(temp, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        (root / "CURRENT.tmp").unlink()
-
-
-def _drop_old_versions(root: Path, keep: str) -> None:
-    versions = [v for v in list_versions(root) if v <= keep]
-    for old in versions[:-KEEP_VERSIONS]:
-        try:
-            shutil.rmtree(root / old)
-        except OSError as err:  # a reader on another OS may still hold it; try next time
-            print(f"rag: could not remove old version {root / old}: {err}", file=sys.stderr)
-
+# ---- checking ----------------------------------------------------------------
 
 def check_version(root: Path, version: str) -> list[str]:
-    """Every problem found with one version, for ``rag check``."""
+    """Every problem found with one version, for ``rag check``; each names its file.
+    A live version with problems also says which older version readers use instead."""
+    root = Path(root)
     folder = root / version
+    live, sha = (None, "")
+    with contextlib.suppress(IndexCorrupt, IndexMissing):
+        live, sha = read_pointer(root)
     try:
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, sha if version == live else "")
     except IndexCorrupt as err:
-        return [str(err)]
-    problems = check_files(folder, manifest)
-    if not problems:
-        try:
-            load_version(root, version, verify=False)
-        except IndexCorrupt as err:
-            problems.append(str(err))
+        problems = [str(err)]
+    else:
+        problems = []
+        for name in FILES:
+            try:
+                problem = _file_problem(_read(folder / name), manifest["files"][name])
+            except IndexCorrupt as err:
+                problem = str(err).rpartition(": ")[2]
+            if problem:
+                problems.append(f"{folder / name}: {problem}")
+        if not problems:
+            try:
+                load_version(root, version, verify=False)
+            except IndexCorrupt as err:
+                problems.append(str(err))
+    if problems and version == live:
+        with contextlib.suppress(IndexCorrupt, IndexMissing):
+            snap = load(root)
+            problems.append(f"readers use the previous version {snap.version} instead (it passes its checks)")
     return problems
+
+
+# Writing (commit, lock, cleanup) lives in commit.py; re-exported for callers of index.write.
+from .commit import write, writer_lock  # noqa: E402,F401
