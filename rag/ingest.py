@@ -11,12 +11,14 @@ import hashlib
 import json
 import os
 import re
+import stat
+import zlib
 from dataclasses import dataclass, replace
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from .errors import IngestError, RagError
+from .readable import html_to_text
 from .types import ARTICLE_FIELDS, Article, Rejected
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -26,11 +28,20 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # a single text/html file; JSONL is streamed
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one JSONL record
 FIELD_NAMES = ("text",) + ARTICLE_FIELDS
 
-# Zero-width, bidi-control and C0/C1 control characters (tab and newline kept):
-# invisible, they change hashes and can disguise text.
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+# Zero-width, bidi-control, soft hyphen, tag and C0/C1 control characters (tab and
+# newline kept): invisible, they change hashes and can disguise text. Lone
+# surrogates (JSON "\\ud800") cannot even be written as UTF-8.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff\u00ad\u061c\u180e"
+                        "\ufff9-\ufffb\U000e0000-\U000e007f\ud800-\udfff"
                         "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_BINARY_MAGIC = (b"%PDF", b"PK\x03\x04", b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b")
+# File signatures: PDF, ZIP (docx, epub), PNG, JPEG, GIF, gzip, ELF, OLE (doc, xls),
+# 7z, xz, zstd. Other binaries fail on NUL bytes or as "not UTF-8".
+_BINARY_MAGIC = (b"%PDF-", b"PK\x03\x04", b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a",
+                 b"\x1f\x8b", b"\x7fELF", b"\xd0\xcf\x11\xe0", b"7z\xbc\xaf", b"\xfd7zXZ",
+                 b"\x28\xb5\x2f\xfd")
+_UTF16_32_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+                  (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_BAD_NAME = re.compile("[\x00-\x1f\x7f]")  # NUL, newline...: no one-line report could name it
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,13 @@ def load(paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = 
     articles: list[Article] = []
     rejected: list[Rejected] = []
     for path in paths:
+        if _BAD_NAME.search(os.fspath(path)):
+            rejected.append(Rejected(_shown(path), "file name contains a NUL or control character; rename it"))
+            continue
         for file in _files(Path(path)):
+            if isinstance(file, Rejected):
+                rejected.append(file)
+                continue
             try:
                 for item in _read_file(file, fields):
                     if isinstance(item, Article):
@@ -87,7 +104,12 @@ def _with_defaults(article: Article, defaults: Mapping[str, str] | None) -> Arti
     return replace(article, **missing) if missing else article
 
 
-def _files(root: Path) -> Iterator[Path]:
+def _shown(path: str | os.PathLike) -> str:
+    """A path as one printable line: control characters escaped."""
+    return _BAD_NAME.sub(lambda m: repr(m.group())[1:-1], os.fspath(path))
+
+
+def _files(root: Path) -> Iterator[Path | Rejected]:
     if not root.exists():
         raise RagError(f"{root}: no such file or folder")
     if root.is_file():
@@ -100,10 +122,13 @@ def _files(root: Path) -> Iterator[Path]:
             file = Path(folder) / name
             if name.startswith(".") or not _supported(file):
                 continue
-            # A symlink may point anywhere: only follow it if it stays inside the root.
-            if file.is_symlink() and not file.resolve().is_relative_to(top):
-                continue
-            yield file
+            if _BAD_NAME.search(name):
+                yield Rejected(_shown(file), "file name contains a control character; rename it")
+            elif file.is_symlink() and not file.resolve().is_relative_to(top):
+                # A symlink may point anywhere: only follow it if it stays inside the root.
+                yield Rejected(str(file), f"symlink to {file.resolve()}, outside {root}; not followed")
+            else:
+                yield file
 
 
 def _supported(path: Path) -> bool:
@@ -127,24 +152,46 @@ def _read_file(path: Path, fields: Mapping[str, str]) -> Iterator[Article | Reje
     yield make_article(body, meta, default_id=path.stem, path=str(path))
 
 
-def _read_capped(path: Path) -> bytes:
+def _read_capped(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes, refusing anything over the limit before reading it
+    all (a file that grows while read, or claims size 0, is still capped)."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise IngestError(str(path), f"file too large ({size} bytes; limit {MAX_FILE_BYTES})")
-        return path.read_bytes()
+        with open(path, "rb") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise IngestError(str(path), "not a regular file (a pipe or device?)")
+            data = stream.read(limit + 1)
     except OSError as err:
         raise IngestError(str(path), f"cannot read: {err.strerror or err}") from None
+    if len(data) > limit:
+        raise IngestError(str(path), f"file too large (over {limit} bytes)")
+    return data
 
 
 def decode(raw: bytes, where: str) -> str:
-    """Bytes to clean text, refusing binary data and non-UTF-8 input."""
-    if raw.startswith(_BINARY_MAGIC) or b"\x00" in raw[:8192]:
+    """Bytes to clean text, refusing binary data and non-UTF-8 input. A UTF-8,
+    UTF-16 or UTF-32 byte-order mark decides the encoding; without one the
+    text must be UTF-8 (a guess could silently produce mojibake).
+
+    >>> decode(b"\\xef\\xbb\\xbfcaf\\xc3\\xa9", "a.txt")
+    'café'
+    >>> decode(b"caf\\xe9", "a.txt")
+    Traceback (most recent call last):
+    rag.errors.IngestError: a.txt: not UTF-8 (byte 0xe9 at offset 3); re-save it as UTF-8
+    """
+    encoding = next((name for bom, name in _UTF16_32_BOMS if raw.startswith(bom)), "utf-8-sig")
+    if encoding == "utf-8-sig" and (raw.startswith(_BINARY_MAGIC) or b"\x00" in raw[:8192]):
         raise IngestError(where, "binary file, not text")
     try:
-        text = raw.decode("utf-8-sig")
+        text = raw.decode(encoding)
     except UnicodeDecodeError as err:
-        raise IngestError(where, f"not UTF-8 (bad byte at offset {err.start}); re-save it as UTF-8") from None
+        if encoding != "utf-8-sig":
+            raise IngestError(where, f"invalid {encoding} (byte-order mark present)") from None
+        raise IngestError(where, f"not UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+                          "re-save it as UTF-8") from None
+    if encoding != "utf-8-sig":
+        text = text.lstrip("\ufeff")
     return clean_text(text)
 
 
@@ -188,7 +235,7 @@ def make_article(text: str, meta: Mapping[str, object], default_id: str, path: s
         raise IngestError(path, "no text (empty or whitespace only)")
     content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
     known = {k: _as_text(meta.get(k)) for k in ARTICLE_FIELDS}
-    extra = {k: v for k, v in meta.items() if k not in ARTICLE_FIELDS and k != "text"}
+    extra = {_as_text(k): _clean_value(v) for k, v in meta.items() if k not in ARTICLE_FIELDS and k != "text"}
     doc_id = known.pop("id") or default_id or content_hash[:16]
     return Article(id=doc_id, text=text, path=path, meta=extra, content_hash=content_hash, **known)
 
@@ -199,12 +246,31 @@ def _as_text(value: object) -> str:
     return clean_text(str(value)).strip()
 
 
+def _clean_value(value: object) -> object:
+    """Metadata as given, with every string cleaned like the text (a lone
+    surrogate would make the index unwritable)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_value(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean_value(v) for k, v in value.items()}
+    return value
+
+
 def _read_jsonl(path: Path, fields: Mapping[str, str]) -> Iterator[Article | Rejected]:
     text_key = fields.get("text", "text")
-    seen_text_key = False
+    seen_text_key = seen_line = False
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise IngestError(str(path), "not a regular file (a pipe or device?)")
         with opener(path, "rb") as stream:
+            head = stream.peek(8192)[:8192]
+            if head.startswith(tuple(bom for bom, _ in _UTF16_32_BOMS)):
+                raise IngestError(str(path), "UTF-16/32 JSON lines are not supported; re-save it as UTF-8")
+            if head.startswith(_BINARY_MAGIC) or b"\x00" in head:
+                raise IngestError(str(path), "binary file, not JSON lines")
             for number, raw in enumerate(_capped_lines(stream), start=1):
                 where = f"{path}:{number}"
                 if raw is None:
@@ -212,10 +278,15 @@ def _read_jsonl(path: Path, fields: Mapping[str, str]) -> Iterator[Article | Rej
                     continue
                 if not raw.strip():
                     continue
+                seen_line = True
                 try:
                     record = json.loads(decode(raw, where))
-                except (json.JSONDecodeError, IngestError) as err:
-                    yield Rejected(where, f"not valid JSON: {err}")
+                except IngestError as err:
+                    yield Rejected(where, err.reason)
+                    continue
+                except (ValueError, RecursionError) as err:
+                    yield Rejected(where, f"not valid JSON: {err}" if isinstance(err, ValueError)
+                                   else "not valid JSON: nested too deeply")
                     continue
                 if not isinstance(record, dict):
                     yield Rejected(where, "not a JSON object")
@@ -225,8 +296,10 @@ def _read_jsonl(path: Path, fields: Mapping[str, str]) -> Iterator[Article | Rej
                     yield _record_article(record, fields, where)
                 except IngestError as err:
                     yield Rejected(err.path, err.reason)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise IngestError(str(path), f"cannot read: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise IngestError(str(path), f"cannot read: {getattr(err, 'strerror', None) or err}") from None
+    if not seen_line:
+        raise IngestError(str(path), "no records (empty file)")
     if not seen_text_key:
         raise IngestError(str(path), f"no record has the field '{text_key}'"
                           + ("" if "text" in fields else " (map another with --field text=KEY)"))
@@ -257,70 +330,3 @@ def _record_article(record: Mapping[str, object], fields: Mapping[str, str], whe
         raise IngestError(where, "missing or non-string 'text'" if text is None
                           else f"'text' is {type(text).__name__}, not a string")
     return make_article(text, meta, default_id="", path=where)
-
-
-class _Readable(HTMLParser):
-    """Collects an HTML page's readable text; drops scripts, styles and page furniture."""
-
-    SKIP = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form",
-            "svg", "iframe", "template", "button", "select"}
-    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section",
-             "article", "blockquote", "pre", "hr", "title", "main", "figcaption"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.meta: dict[str, str] = {}
-        self._skip = 0
-        self._in: str = ""
-        self._title: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag in self.SKIP:
-            self._skip += 1
-        elif tag == "meta":
-            key = (attrs.get("property") or attrs.get("name") or "").lower()
-            mapping = {"og:title": "title", "og:site_name": "source", "author": "author",
-                       "article:published_time": "date", "og:url": "url"}
-            if key in mapping and attrs.get("content"):
-                self.meta.setdefault(mapping[key], attrs["content"])
-        if tag in ("title", "h1"):
-            self._in = tag
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.SKIP and self._skip:
-            self._skip -= 1
-        if tag == self._in:
-            self._in = ""
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if self._skip:
-            return
-        if self._in == "title":
-            self._title.append(data)  # the page title is metadata, not body text
-            return
-        if self._in == "h1" and "h1" not in self.meta:
-            self.meta["h1"] = data.strip()
-        self.parts.append(data)
-
-
-def html_to_text(html: str) -> tuple[str, dict[str, str]]:
-    """Readable text and metadata of an HTML page.
-
-    >>> html_to_text("<title>T</title><script>x()</script><p>Hello.</p>")
-    ('Hello.', {'title': 'T'})
-    """
-    parser = _Readable()
-    parser.feed(html)
-    parser.close()
-    meta = dict(parser.meta)
-    title = meta.pop("h1", "") or "".join(parser._title).strip()
-    meta.setdefault("title", title) if title else None
-    lines = (re.sub(r"[ \t\u00a0]+", " ", line).strip() for line in "".join(parser.parts).split("\n"))
-    text = "\n".join(line for line in lines if line)
-    return text, meta
