@@ -55,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
 
     command("check", "verify the index: checksums, counts, model")
 
+    p = command("eval", "measure answer quality: 'squad FILE.json' (answer-sentence hit@k, MRR, "
+                "latency; builds its own index, kept in --index when given) or 'questions FILE.jsonl'")
+    p.add_argument("kind", choices=("squad", "questions"))
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--limit", type=int, default=0, help="squad: first N questions only")
+    p.add_argument("--by", default=None, help="questions: metadata field that makes the viewpoints")
+    p.set_defaults(index=None)
+
     p = command("serve", "start the web app")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
@@ -214,5 +222,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "add": cmd_build, "remove": cmd_remove, "ask": cmd_ask,
+def cmd_eval(args) -> int:
+    from . import evaluate
+
+    if args.kind == "squad":
+        report = evaluate.eval_squad(args.file, args.index, limit=args.limit)
+    else:
+        from .engine import Index
+
+        report = evaluate.eval_questions(args.file, Index(args.index or "index"), args.by)
+    print(json.dumps(report, ensure_ascii=False, indent=1))
+    return 0
+
+
+COMMANDS = {"eval": cmd_eval, "build": cmd_build, "add": cmd_build, "remove": cmd_remove, "ask": cmd_ask,
             "show": cmd_show, "stats": cmd_stats, "check": cmd_check, "serve": cmd_serve}

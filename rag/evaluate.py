@@ -1,0 +1,187 @@
+"""Evaluate: measure answers against known ones (``rag eval``).
+
+Two kinds of test set:
+
+* SQuAD-format JSON: each article becomes one document, all in one viewpoint,
+  so the answer sentence must be found across the whole corpus. A quote is
+  right when it contains a gold answer string. Only answerable questions count.
+* Question sets, one JSON object a line::
+
+    {"q": "...", "expect": {"<doc id prefix>": "expected span" | ["span", "or another"] | null}}
+    {"q": "...", "abstain": true}                   # off-topic: every side abstains
+    {"q": "...", "topic": "immigration"}            # every side quotes that topic
+
+  A side's cell is right at top 1 when it answers and its first quote contains
+  the expected span (or lies inside it); ``null`` means the side is silent and
+  is right when it abstains.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RagError
+
+SQUAD_VIEWPOINT = "squad"
+
+
+@dataclass(frozen=True)
+class SquadQuestion:
+    question: str
+    answers: tuple[str, ...]
+    doc_id: str
+
+
+def read_squad(path: str | os.PathLike) -> tuple[list[dict], list[SquadQuestion]]:
+    """Articles (as JSONL records) and the answerable questions of a SQuAD file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RagError(f"{path}: not a SQuAD-format JSON file ({err})") from None
+    records, questions = [], []
+    for article in data:
+        doc_id = re.sub(r"\W+", "-", article["title"]).strip("-").lower()
+        text = "\n\n".join(p["context"].strip() for p in article["paragraphs"])
+        records.append({"id": doc_id, "title": article["title"].replace("_", " "), "text": text,
+                        "viewpoint": SQUAD_VIEWPOINT})
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                golds = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a["text"].strip()))
+                if not qa.get("is_impossible") and golds:
+                    questions.append(SquadQuestion(qa["question"], golds, doc_id))
+    return records, questions
+
+
+def squad_index(path: str | os.PathLike, index: str | os.PathLike, embedder=None, settings=None):
+    """Index the articles of a SQuAD file into ``index`` (reused when unchanged)."""
+    from .engine import Index
+
+    records, questions = read_squad(path)
+    folder = Path(index)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder.parent / f"{folder.name}-corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    ix = Index(folder, settings, embedder)
+    ix.rebuild([corpus], progress=False)
+    return ix, questions
+
+
+def eval_squad(path: str | os.PathLike, index: str | os.PathLike | None = None, limit: int = 0,
+               embedder=None, settings=None) -> dict:
+    """Answer-sentence hit@1, hit@3, MRR@10 and ask latency on a SQuAD file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ix, questions = squad_index(path, index or Path(tmp) / "index", embedder, settings)
+        if limit:
+            questions = questions[:limit]
+        ix.ask("warm up the model")
+        ranks, seconds = [], []
+        for item in questions:
+            started = time.perf_counter()
+            answer = ix.ask(item.question, k=10)
+            seconds.append(time.perf_counter() - started)
+            quotes = answer.viewpoints[0].answers if answer.viewpoints else ()
+            ranks.append(next((n for n, quote in enumerate(quotes, 1)
+                               if any(gold in quote.text for gold in item.answers)), 0))
+    return {"questions": len(ranks), **_rank_metrics(ranks), **_latency(seconds)}
+
+
+def _rank_metrics(ranks: list[int]) -> dict:
+    n = max(len(ranks), 1)
+    return {"hit@1": round(sum(r == 1 for r in ranks) / n, 4),
+            "hit@3": round(sum(1 <= r <= 3 for r in ranks) / n, 4),
+            "mrr@10": round(sum(1 / r for r in ranks if r) / n, 4)}
+
+
+def _latency(seconds: list[float]) -> dict:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    return {"latency_ms_median": round(1000 * statistics.median(ordered), 1),
+            "latency_ms_p95": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1)}
+
+
+def read_questions(path: str | os.PathLike) -> list[dict]:
+    items = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise RagError(f"{path}: cannot read ({err.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise RagError(f"{path}:{number}: not a JSON object") from None
+        if not isinstance(item, dict) or not isinstance(item.get("q"), str):
+            raise RagError(f"{path}:{number}: needs a string 'q'")
+        items.append(item)
+    return items
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[“”\"’‘']", "'", text).lower().split())
+
+
+def _matches(expected: str | list[str], quote: str) -> bool:
+    """The quote holds the expected span (or one of several), or lies inside it."""
+    quote = _norm(quote)
+    spans = [_norm(e) for e in ([expected] if isinstance(expected, str) else expected)]
+    return any(e and (e in quote or quote in e) for e in spans)
+
+
+def eval_questions(path: str | os.PathLike, ix, group_by: str | None = None) -> dict:
+    """Per-side hit@1/@3, abstention on silent sides, off-topic abstention."""
+    snap = ix.snapshot()
+    by = group_by or ix.settings.group_by
+    answerable, silent, off_topic, topical, seconds, misses = [], [], [], [], [], []
+    ix.ask("warm up the model")
+    for item in read_questions(path):
+        started = time.perf_counter()
+        answer = ix.ask(item["q"], group_by=group_by)
+        seconds.append(time.perf_counter() - started)
+        columns = {v.viewpoint: v for v in answer.viewpoints}
+        if item.get("abstain"):
+            off_topic.append(all(v.abstained for v in answer.viewpoints))
+            if not off_topic[-1]:
+                misses.append({"q": item["q"], "wrong": "answered an off-topic question"})
+        for prefix, expected in (item.get("expect") or {}).items():
+            labels = {a.group(by) for a in snap.articles if a.id.startswith(prefix)}
+            if not labels:
+                raise RagError(f"{path}: no article id starts with {prefix!r}")
+            column = columns.get(next(iter(labels)))
+            if expected is None:
+                silent.append(bool(column is None or column.abstained))
+                if not silent[-1]:
+                    misses.append({"q": item["q"], "side": prefix, "wrong": "did not abstain",
+                                   "quote": column.answers[0].text, "score": column.answers[0].score})
+                continue
+            quotes = [] if column is None or column.abstained else list(column.answers)
+            rank = next((n for n, q in enumerate(quotes, 1) if _matches(expected, q.text)), 0)
+            answerable.append(rank)
+            if rank != 1:
+                misses.append({"q": item["q"], "side": prefix, "wrong": f"rank {rank or 'none'}",
+                               "abstained": bool(column and column.abstained),
+                               "quote": column.answers[0].text if column and column.answers else ""})
+        if item.get("topic"):
+            for column in answer.viewpoints:
+                top = column.answers[0] if column.answers and not column.abstained else None
+                topic = ix.article(top.doc_id).meta.get("topic") if top else None
+                topical.append(topic == item["topic"])
+    n = max(len(answerable), 1)
+    report = {"answerable_cells": len(answerable),
+              "hit@1": round(sum(r == 1 for r in answerable) / n, 4),
+              "hit@3": round(sum(1 <= r <= 3 for r in answerable) / n, 4),
+              "silent_cells": len(silent),
+              "silent_abstained": round(sum(silent) / max(len(silent), 1), 4),
+              "off_topic_questions": len(off_topic),
+              "off_topic_abstained": round(sum(off_topic) / max(len(off_topic), 1), 4)}
+    if topical:
+        report.update(topic_cells=len(topical), on_topic=round(sum(topical) / len(topical), 4))
+    return {**report, **_latency(seconds), "misses": misses}
