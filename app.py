@@ -87,8 +87,8 @@ def render_answer(answer: rag.Answer) -> str:
             body = f'<p class="silent">Does not address this.</p>{closest}'
         else:
             body = f'<ol class="quotes">{quotes}</ol>'
-        columns.append(f'<section class="vp{" vp-silent" if view.abstained else ""}" '
-                       f'data-viewpoint="{esc(view.viewpoint)}"><h4>{esc(view.viewpoint)}</h4>{body}</section>')
+        columns.append(f'<section class="vp{" vp-silent" if view.abstained else ""}">'
+                       f'<h4>{esc(view.viewpoint)}</h4>{body}</section>')
     if not columns:
         return '<p class="silent">No article matches these filters.</p>'
     notes = []
@@ -111,7 +111,7 @@ def render_article(article: rag.Article, start: int = -1, end: int = -1) -> str:
         body = f'{esc(text[:start])}<mark class="cited">{esc(text[start:end])}</mark>{esc(text[end:])}'
     else:
         body = esc(text)
-    return (f'<article class="article" data-doc="{esc(article.id)}"><h3>{esc(article.title or article.id)}</h3>'
+    return (f'<article class="article"><h3>{esc(article.title or article.id)}</h3>'
             f'<p class="meta">{" · ".join(facts)}</p><div class="article-text">{body}</div></article>')
 
 
@@ -386,6 +386,9 @@ watch('value', () => {
 });
 """
 
+# System fonts: the page loads nothing from other hosts (Gradio's default pulls Google Fonts).
+THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+
 VIEWER_EMPTY = '<p class="silent">Click a citation to read the article, with the quote highlighted.</p>'
 
 
@@ -421,8 +424,10 @@ def build_demo(app: App) -> gr.Blocks:
                     files = gr.File(label=f"Upload articles ({', '.join(UPLOAD_TYPES)})", file_count="multiple",
                                     file_types=list(UPLOAD_TYPES), type="filepath", elem_id="upload")
                     with gr.Row():
-                        up_viewpoint = gr.Textbox(label="Viewpoint", placeholder="for files that name none")
-                        up_source = gr.Textbox(label="Source", placeholder="for files that name none")
+                        up_viewpoint = gr.Textbox(label="Viewpoint", placeholder="for files that name none",
+                                                  elem_id="upload-viewpoint")
+                        up_source = gr.Textbox(label="Source", placeholder="for files that name none",
+                                               elem_id="upload-source")
                     password = gr.Textbox(label="Password (needed to change the corpus)", type="password",
                                           visible=app.password_required, elem_id="password")
                     add = gr.Button("Index the files", variant="primary", elem_id="add")
@@ -483,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"app: error: {err}")
     app = App(ix, upload_dir, password=args.password, local=args.host in LOCAL_HOSTS)
     demo = build_demo(app)
-    demo.queue().launch(server_name=args.host, server_port=args.port, share=False, css=CSS,
+    demo.queue().launch(server_name=args.host, server_port=args.port, share=False, css=CSS, theme=THEME,
                         max_file_size=MAX_UPLOAD_BYTES, ssr_mode=False, show_error=True)
 
 

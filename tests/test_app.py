@@ -96,7 +96,7 @@ def test_answer_has_one_column_per_viewpoint_with_verbatim_cited_quotes(seed_ind
     answer = seed_index.ask("What did Putin agree to on the ceasefire?")
     rendered = app.render_answer(answer)
     assert_inert(rendered)
-    columns = [attrs["data-viewpoint"] for tag, attrs in Markup(rendered).tags if tag == "section"]
+    columns = re.findall(r'<section class="vp[^"]*"><h4>(.*?)</h4>', rendered)
     assert columns == [v.viewpoint for v in answer.viewpoints]
     assert set(columns) == set(seed_index.stats()["viewpoints"])
     cited = citations(rendered)

@@ -1,0 +1,249 @@
+"""The real app in a real browser: `python app.py` in a subprocess (first start,
+so it builds its index from seeds/), driven by Playwright in Debian's Chromium.
+A failing step leaves a screenshot in test-output/browser/."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import rag
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+OUT = ROOT / "test-output" / "browser"
+SEED_VIEWPOINTS = sorted({a.viewpoint for a in __import__("rag.ingest").ingest.load([ROOT / "seeds"]).articles})
+HOSTILE = ("Harbour lanterns of Tallinn <script>window.__pwned = 1</script> glow every night.\n"
+           "The harbour lanterns <img src=x onerror=\"window.__pwned = 2; alert(2)\"> were repaired in "
+           "${alert(3)} spring.\n"
+           "Read [the lantern report](javascript:alert(4)) about harbour lanterns of Tallinn.\n"
+           "Harbour lanterns of Tallinn ![lantern](http://evil.example/lantern.png) burn paraffin.\n")
+
+
+class Server:
+    def __init__(self, folder: Path):
+        self.index = folder / "index"  # absent: the app must build it from seeds/ first
+        self.uploads = folder / "uploads"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log: list[str] = []
+        env = {**os.environ, "GRADIO_TEMP_DIR": str(self.uploads), "GRADIO_ANALYTICS_ENABLED": "False"}
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--index", str(self.index),
+                                      "--port", str(self.port)], cwd=folder, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=lambda: self.log.extend(self.proc.stdout), daemon=True).start()
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("Running on" in line for line in self.log):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the app did not start:\n" + "".join(self.log[-40:]))
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: `make browser` (or apt-get install chromium) installs it")
+    server = Server(tmp_path_factory.mktemp("app"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(server.url)
+    page.locator("#question textarea").wait_for()
+    yield page
+    page.close()
+
+
+@pytest.fixture()
+def step(page, request):
+    """``with step("name"):`` saves a screenshot of the page if the step fails."""
+
+    @contextmanager
+    def run(name: str):
+        try:
+            yield
+        except BaseException:
+            OUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUT / f"{request.node.name}--{name}.png"), full_page=True)
+            raise
+
+    return run
+
+
+def ask(page, question: str):
+    """Ask in the chat; return the new reply's grid of viewpoint columns."""
+    replies = page.locator("#chat .vp-grid")
+    before = replies.count()
+    page.locator("#question textarea").fill(question)
+    page.locator("#ask").click()
+    page.wait_for_function(f"document.querySelectorAll('#chat .vp-grid').length > {before}")
+    return replies.nth(before)
+
+
+def column(reply, viewpoint: str):
+    """The reply's column for ``viewpoint`` (the chat's sanitizer drops data-* attributes)."""
+    return reply.locator("section.vp").filter(has=reply.page.get_by_role("heading", name=viewpoint, exact=True))
+
+
+def open_citation(page, link):
+    """Click a citation; the article view must show the quote marked and in view."""
+    link.click()
+    mark = page.locator("#article mark.cited")
+    mark.wait_for()
+    page.wait_for_function("""() => {
+        const m = document.querySelector('#article mark.cited').getBoundingClientRect();
+        return m.top >= 0 && m.bottom <= window.innerHeight; }""")
+    return mark
+
+
+def upload(page, server, path: Path, viewpoint: str, source: str):
+    page.get_by_role("tab", name="Corpus").click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator("#upload-viewpoint textarea, #upload-viewpoint input").first.fill(viewpoint)
+    page.locator("#upload-source textarea, #upload-source input").first.fill(source)
+    page.locator("#add").click()
+    page.locator("#report").get_by_text("added (1)").wait_for(timeout=180_000)
+    leftovers = [p for p in server.uploads.rglob("*") if p.is_file() and p.name.endswith(path.suffix)]
+    assert leftovers == [], "uploaded files must be removed once indexed"
+    articles = rag.Index(server.index).stats()["articles"]
+    assert f"{articles} articles" in page.locator("#stats").inner_text()
+    page.get_by_role("tab", name="Ask").click()
+
+
+def test_first_start_builds_the_seed_index(server):
+    assert any("building it from" in line for line in server.log)
+    assert sorted(rag.Index(server.index).stats()["viewpoints"]) == SEED_VIEWPOINTS
+
+
+def test_ask_shows_viewpoints_side_by_side_and_a_citation_opens_the_article(page, step, server):
+    with step("ask"):
+        reply = ask(page, "What did Putin agree to on the ceasefire?")
+        headings = reply.locator("section.vp h4").all_inner_texts()
+        assert sorted(headings) == sorted(rag.Index(server.index).stats()["viewpoints"])
+        for viewpoint in SEED_VIEWPOINTS:
+            assert column(reply, viewpoint).locator("blockquote").first.is_visible()
+            assert column(reply, viewpoint).locator("a.cite").count() >= 1
+    with step("side-by-side"):
+        a, b = (column(reply, v).bounding_box() for v in SEED_VIEWPOINTS)
+        assert abs(a["y"] - b["y"]) < 5 and abs(a["x"] - b["x"]) > 100
+    with step("citation"):
+        quote = column(reply, SEED_VIEWPOINTS[0]).locator("blockquote").first.inner_text().strip("“”")
+        title = column(reply, SEED_VIEWPOINTS[0]).locator("a.cite").first.inner_text()
+        mark = open_citation(page, column(reply, SEED_VIEWPOINTS[0]).locator("a.cite").first)
+        assert mark.inner_text() == quote
+        assert page.locator("#article h3").inner_text() == title
+    with step("narrow-screen"):
+        page.set_viewport_size({"width": 480, "height": 900})
+        a, b = (column(reply, v).bounding_box() for v in SEED_VIEWPOINTS)
+        assert abs(a["x"] - b["x"]) < 5 and abs(a["y"] - b["y"]) > 20
+
+
+def test_a_follow_up_uses_the_conversation(page, step):
+    with step("first"):
+        ask(page, "Did Russia make big concessions?")
+    with step("follow-up"):
+        reply = ask(page, "And what did he refuse?")
+        note = page.locator("#chat .answer-note").last
+        assert "read with the conversation" in note.inner_text()
+        assert "concessions" in note.inner_text().lower()
+        assert reply.locator("section.vp").count() >= len(SEED_VIEWPOINTS)
+
+
+def test_an_uploaded_article_is_indexed_and_cited(page, step, server, tmp_path):
+    article = tmp_path / "ferry strike.md"
+    article.write_text("Baltic ferry crews strike\n\nThe Baltic ferry crews went on strike over unpaid "
+                       "overtime on Monday. Ferry crews say the night shifts on the Baltic routes are "
+                       "unsafe. The ferry operator offered a bonus that the crews refused.\n")
+    with step("upload"):
+        upload(page, server, article, "maritime", "Harbour Times")
+    with step("ask"):
+        reply = ask(page, "Why did the Baltic ferry crews strike?")
+        links = column(reply, "maritime").locator("a.cite")
+        assert links.count() >= 1 and links.first.inner_text() == "Baltic ferry crews strike"
+    with step("citation"):
+        mark = open_citation(page, links.first)
+        assert mark.inner_text() in article.read_text()
+        assert "Harbour Times" in page.locator("#article .meta").inner_text()
+
+
+def test_a_hostile_article_renders_as_text_and_runs_nothing(page, step, server, tmp_path):
+    dialogs, requests = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    article = tmp_path / "lanterns<img src=x onerror=alert(1)>.md"
+    article.write_text(HOSTILE)
+    with step("upload"):
+        upload(page, server, article, "lantern-side", "Evil Wire")
+    with step("ask"):
+        reply = ask(page, "What about the harbour lanterns of Tallinn?")
+        links = column(reply, "lantern-side").locator("a.cite")
+        assert links.count() >= 1
+        open_citation(page, links.first)
+    with step("inert"):
+        shown = page.locator("#article .article-text").inner_text()
+        for literal in ("<script>window.__pwned = 1</script>", "onerror=", "${alert(3)}",
+                        "javascript:alert(4)", "http://evil.example/lantern.png"):
+            assert literal in shown
+        page.wait_for_timeout(1000)  # give any injected handler the chance to fire
+        assert page.evaluate("window.__pwned") is None
+        assert dialogs == []
+        assert not [u for u in requests if not u.startswith((server.url, "data:", "blob:"))]
+        assert not [u for u in requests if u.rstrip("/").endswith("/x")]  # <img src=x>
+        assert page.locator("#chat section.vp img, #article img, #report img").count() == 0
+        assert page.locator('a[href^="javascript:"]').count() == 0
+
+
+def test_the_readme_gradio_client_example_returns_the_contract_json(server):
+    readme = next((p for p in (ROOT / "README.md", ROOT / "README_APP_SECTION.md")
+                   if p.exists() and "gradio_client" in p.read_text()), None)
+    assert readme, "the README has no gradio_client example"
+    code = re.search(r"```python\n(.*?gradio_client.*?)```", readme.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(code.replace("http://127.0.0.1:7860/", server.url), scope)  # noqa: S102 - our own README
+    answer = scope["answer"]
+    assert set(answer) >= {"question", "viewpoints"} and answer["viewpoints"]
+    ix = rag.Index(server.index)
+    for view in answer["viewpoints"]:
+        assert set(view) >= {"viewpoint", "abstained", "answers"}
+        for a in view["answers"]:
+            assert set(a) >= {"text", "score", "doc_id", "title", "source", "start", "end", "passage"}
+            assert a["text"] == ix.article(a["doc_id"]).text[a["start"]:a["end"]]
