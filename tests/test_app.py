@@ -317,4 +317,6 @@ def test_the_page_wires_every_event_and_one_public_api(seed_index, make_app):
 def test_app_docstring_examples():
     import doctest
 
-    assert doctest.testmod(app).failed == 0
+    import app_render
+
+    assert doctest.testmod(app).failed == 0 and doctest.testmod(app_render).failed == 0
