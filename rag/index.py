@@ -161,7 +161,8 @@ def load_version(root: Path, version: str, verify: bool = True, expected_sha: st
         sentence_vectors = np.load(io.BytesIO(blobs["sentences.npy"]), allow_pickle=False)
         chunk_index = faiss.deserialize_index(np.frombuffer(blobs["chunks.faiss"], dtype=np.uint8))
     except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:
-        raise IndexCorrupt(f"{folder}: unreadable: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IndexCorrupt(f"{folder}: unreadable: {reason}") from None
     snap = Snapshot(articles, sentences, chunks, chunk_index, sentence_vectors, manifest, version)
     problem = _check_counts(snap)
     if problem:

@@ -81,7 +81,7 @@ def load(paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = 
     rejected: list[Rejected] = []
     for path in paths:
         if _BAD_NAME.search(os.fspath(path)):
-            rejected.append(Rejected(_shown(path), "file name contains a NUL or control character; rename it"))
+            rejected.append(Rejected(_shown(path), "file name contains a NUL or control character"))
             continue
         for file in _files(Path(path)):
             if isinstance(file, Rejected):
@@ -157,16 +157,23 @@ def _read_capped(path: Path, limit: int | None = None) -> bytes:
     all (a file that grows while read, or claims size 0, is still capped)."""
     limit = MAX_FILE_BYTES if limit is None else limit
     try:
-        with open(path, "rb") as stream:
-            mode = os.fstat(stream.fileno()).st_mode
-            if not stat.S_ISREG(mode):
-                raise IngestError(str(path), "not a regular file (a pipe or device?)")
+        with _open_regular(path) as stream:
             data = stream.read(limit + 1)
     except OSError as err:
         raise IngestError(str(path), f"cannot read: {err.strerror or err}") from None
     if len(data) > limit:
         raise IngestError(str(path), f"file too large (over {limit} bytes)")
     return data
+
+
+def _open_regular(path: Path):
+    """Open a regular file for reading; a pipe or device is refused without
+    blocking on it (O_NONBLOCK) and without a stat-then-open gap (fstat)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IngestError(str(path), "not a regular file (a pipe or device?)")
+    return os.fdopen(fd, "rb")
 
 
 def decode(raw: bytes, where: str) -> str:
@@ -261,11 +268,9 @@ def _clean_value(value: object) -> object:
 def _read_jsonl(path: Path, fields: Mapping[str, str]) -> Iterator[Article | Rejected]:
     text_key = fields.get("text", "text")
     seen_text_key = seen_line = False
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    gz = path.name.lower().endswith(".gz")
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise IngestError(str(path), "not a regular file (a pipe or device?)")
-        with opener(path, "rb") as stream:
+        with _open_regular(path) as file, (gzip.GzipFile(fileobj=file) if gz else file) as stream:
             head = stream.peek(8192)[:8192]
             if head.startswith(tuple(bom for bom, _ in _UTF16_32_BOMS)):
                 raise IngestError(str(path), "UTF-16/32 JSON lines are not supported; re-save it as UTF-8")
