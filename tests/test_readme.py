@@ -15,6 +15,8 @@ def test_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     shutil.copytree(SEEDS, tmp_path / "seeds")
     monkeypatch.chdir(tmp_path)
     for block in blocks:
+        if "gradio_client" in block:
+            continue  # needs a running app: tests/test_browser.py runs it against one
         exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "pro-Russia" in out and "pro-Ukraine" in out and "“" in out
