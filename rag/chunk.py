@@ -100,7 +100,7 @@ def chunk_article(article: Article, token_spans: TokenSpans, chunk_tokens: int =
     raw = split_sentences(text)
     model_spans = token_spans([text[s.start:s.end] for s in raw])
     for span, offsets in zip(raw, model_spans):
-        sentences.extend(_windows(text, span, offsets, window))
+        sentences.extend(_windows(text, span, offsets, window, token_spans))
     texts = [text[s.start:s.end] for s in sentences]
     tik = count_tokens(texts)
     wordpieces = [len(o) for o in token_spans(texts)]
@@ -108,24 +108,30 @@ def chunk_article(article: Article, token_spans: TokenSpans, chunk_tokens: int =
     return Chunked(tuple(sentences), tuple(chunks))
 
 
-def _windows(text: str, span: Span, offsets: list[tuple[int, int]], window: int) -> list[Span]:
+def _windows(text: str, span: Span, offsets: list[tuple[int, int]], window: int,
+             token_spans: TokenSpans) -> list[Span]:
     """Cut a too-long sentence into pieces of at most ``window`` model tokens,
-    each cut placed at a word start (never inside a word)."""
-    if len(offsets) <= window:
+    each cut placed at a word start where one is near (never inside a word
+    unless the word itself is too long). The pieces tile the sentence, so a
+    character the tokenizer skips is kept, not dropped. A piece cut inside a
+    word may re-tokenize longer on its own: such a piece is cut again."""
+    if len(offsets) <= window or span.end - span.start <= 1:
         return [span]
-    pieces: list[Span] = []
-    first = 0
+    bounds, first = [span.start], 0
     while len(offsets) - first > window:
-        cut = first + window
-        # step back to a token that starts a word, so no word is split
-        while cut > first + window // 2 and not _starts_word(text, span.start + offsets[cut][0]):
-            cut -= 1
-        if cut == first + window // 2:
-            cut = first + window
-        pieces.extend(_trimmed(text, span.start + offsets[first][0], span.start + offsets[cut][0]))
+        cut = next((c for c in range(first + window, first + window // 2, -1)
+                    if _starts_word(text, span.start + offsets[c][0])), first + window)
+        bounds.append(span.start + offsets[cut][0])
         first = cut
-    pieces.extend(_trimmed(text, span.start + offsets[first][0], span.end))
-    return pieces
+    bounds.append(span.end)
+    pieces = [p for a, b in zip(bounds, bounds[1:]) for p in _trimmed(text, a, b)]
+    out: list[Span] = []
+    for piece, again in zip(pieces, token_spans([text[p.start:p.end] for p in pieces])):
+        if len(again) > window and piece != span:
+            out.extend(_windows(text, piece, again, window, token_spans))
+        else:
+            out.append(piece)
+    return out
 
 
 def _starts_word(text: str, pos: int) -> bool:

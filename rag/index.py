@@ -88,6 +88,9 @@ def read_pointer(root: Path) -> tuple[str, str]:
     try:
         raw = (Path(root) / "CURRENT").read_bytes()
     except FileNotFoundError:
+        if list_versions(root):  # versions but no pointer: damaged, not absent
+            raise IndexCorrupt(f"{Path(root) / 'CURRENT'}: missing, though versions "
+                               f"{', '.join(list_versions(root))} are here") from None
         raise IndexMissing(f"{root}: no index here; build one with: rag build seeds/ --index {root}") from None
     except OSError as err:
         raise IndexCorrupt(f"{Path(root) / 'CURRENT'}: unreadable ({err.strerror})") from None
