@@ -208,7 +208,7 @@ def cmd_check(args) -> int:
     problems = store.check_version(root, version)
     if problems:
         for problem in problems:
-            print(f"rag: check: {root / version}: {problem}", file=sys.stderr)
+            print(f"rag: check: {problem}", file=sys.stderr)  # each problem names its file
         return EXIT_ERROR
     print(f"{root}: version {version} ok")
     return 0
