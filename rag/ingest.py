@@ -112,7 +112,7 @@ def _shown(path: str | os.PathLike) -> str:
 def _files(root: Path) -> Iterator[Path | Rejected]:
     if not root.exists():
         raise RagError(f"{root}: no such file or folder")
-    if root.is_file():
+    if not root.is_dir():  # a file, or a pipe or device that _read_file refuses by name
         yield root
         return
     top = root.resolve()

@@ -78,6 +78,8 @@ def test_file_too_large_is_refused_before_it_is_read(ix, tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "batch" / "pipe.txt")
     assert "not a regular file" in one_line(ix.add([tmp_path / "batch"], progress=False),
                                             tmp_path / "batch" / "pipe.txt")
+    named = ix.add([tmp_path / "batch" / "pipe.txt", tmp_path / "batch" / "good.md"], progress=False)
+    assert "not a regular file" in one_line(named, tmp_path / "batch" / "pipe.txt")  # named directly, too
 
 
 def test_jsonl_line_too_large(ix, tmp_path, monkeypatch):
