@@ -1,29 +1,46 @@
 """Answer: within each viewpoint's passages, pick the sentences that answer
 the question, verbatim, with a score and a citation; decide per viewpoint
-whether it addresses the question at all."""
+whether it addresses the question at all.
+
+Each candidate sentence is described by a few features (its similarity to
+the question, its passage's, the question's rare words it and its neighbours
+hold, its position, ...). A logistic regression trained on the SQuAD tune
+split (``bench/train_scorer.py``; weights in ``scorer.json``) turns them
+into the probability that the sentence answers the question. That
+probability is the quote's score, so one threshold (``Settings.min_score``)
+decides whether a side addresses the question.
+"""
 from __future__ import annotations
 
+import functools
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .index import Snapshot
+from .lexical import Lexical, tokens
 from .retrieve import Passage
 from .settings import Settings
 from .types import Quote, ViewpointAnswer
 
-_STOP = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been
-being do does did done have has had it its this that these those he she they them his her their
-what which who whom whose when where why how there here not no so than then too very can could
-would should will shall may might must about into over under again further once also just
-any all some such only own same other more most i you we us our your me my mine yours""".split())
-_WORDS = re.compile(r"[a-z0-9]+")
-# Sentence weight vs. passage weight: the sentence must answer, its passage must be on topic.
-SENTENCE_WEIGHT = 0.65
-OVERLAP_WEIGHT = 0.15
-SHORT_WORDS = 5  # sentences shorter than this rarely answer anything on their own
+FEATURES = ("sent_cos", "pass_cos", "nb_cos", "sent_idf", "pass_idf", "ctx_idf", "gap_cos",
+            "gap_idf", "pass_rank", "position", "log_words", "novel", "number_match", "name_match",
+            "bigrams", "matched", "prev_idf", "next_idf", "rank_cos", "rank_idf")
+SCORER_FILE = Path(__file__).with_name("scorer.json")
+SIDE_QUOTES = 3  # a side's decision weighs its best three quotes (see ``addresses``)
+SHORT_WORDS = 5  # a sentence shorter than this is quoted with the one before it, for context
+DUPLICATE_COSINE = 0.95  # quotes this close say the same thing (syndicated copies, reprints)
+_NUMERIC_Q = re.compile(r"\b(how (many|much|long|old|far|large|big)|when|what (year|date|time|percentage)"
+                        r"|which year|in what year|what (number|age)|how often)\b", re.I)
+_WHO_Q = re.compile(r"\b(who|whom|whose|where|which|what (country|city|company|group|person|name))\b", re.I)
+# a number, in digits or words ("two and a half hours")
+_DIGIT = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
+                    r"forty|fifty|hundred|thousand|million|billion|half|dozen|decade|century)s?\b", re.I)
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,39 @@ class Query:
     text: str
     vector: np.ndarray
     terms: frozenset[str]
+    question: str = ""  # the question alone (its words drive the lexical features)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The sentences of a viewpoint's passages, with one feature row each."""
+
+    rows: np.ndarray  # sentence rows of the snapshot
+    chunk_rows: np.ndarray  # the passage each sentence was found in
+    features: np.ndarray  # (len(rows), len(FEATURES)) float32
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Standardize, then logistic regression: P(sentence answers the question)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+@functools.lru_cache(maxsize=4)
+def load_scorer(path: Path = SCORER_FILE) -> Scorer:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if tuple(data["features"]) != FEATURES:
+        raise ValueError(f"{path}: trained on features {data['features']}, this code computes {FEATURES}")
+    return Scorer(*(np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "coef")),
+                  float(data["intercept"]))
 
 
 def content_terms(text: str) -> frozenset[str]:
@@ -41,14 +91,7 @@ def content_terms(text: str) -> frozenset[str]:
     >>> sorted(content_terms("Did Russia make big concessions?"))
     ['big', 'concession', 'make', 'russia']
     """
-    return frozenset(_stem(w) for w in _WORDS.findall(text.lower()) if w not in _STOP)
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+    return frozenset(tokens(text))
 
 
 def follow_up_text(question: str, history: Sequence[str]) -> str:
@@ -58,59 +101,132 @@ def follow_up_text(question: str, history: Sequence[str]) -> str:
     return f"{previous[-1]} {question}" if previous else question
 
 
-def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings: Settings,
-                k: int) -> list[Quote]:
-    """Score every sentence of the retrieved passages; keep the best ``k``."""
-    candidates: dict[int, tuple[int, float]] = {}  # sentence row -> (chunk row, passage score)
+def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: Lexical) -> Candidates:
+    """Every sentence of ``passages`` with its features (see ``FEATURES``)."""
+    found: dict[int, Passage] = {}  # sentence row -> the best passage holding it
     for passage in passages:
         article_row, _, _, first, last = (int(v) for v in snap.chunks[passage.chunk_row])
         base = int(snap.sentence_start[article_row])
-        for sentence in range(first, last + 1):
-            row = base + sentence
-            if row not in candidates or candidates[row][1] < passage.score:
-                candidates[row] = (passage.chunk_row, passage.score)
-    if not candidates:
+        for row in range(base + first, base + last + 1):
+            if row not in found or found[row].score < passage.score:
+                found[row] = passage
+    if not found:
+        return Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32))
+    rows = np.fromiter(found, dtype=np.int64)
+    weights = {t: lexical.idf(t) for t in query.terms}
+    total = sum(weights.values()) or 1.0
+
+    def covered(words: set[str]) -> float:  # share of the question's idf mass present
+        return sum(w for t, w in weights.items() if t in words) / total
+
+    vectors = snap.sentence_vectors
+    numeric_q = bool(_NUMERIC_Q.search(query.question or query.text))
+    who_q = bool(_WHO_Q.search(query.question or query.text))
+    passage_words = {p.chunk_row: set(tokens(_chunk_text(snap, p.chunk_row))) for p in passages}
+    q_tokens = tokens(query.question or query.text)
+    q_bigrams = set(zip(q_tokens, q_tokens[1:]))
+    table = []
+    for row in rows.tolist():
+        passage = found[row]
+        article_row = int(snap.chunks[passage.chunk_row][0])
+        start = int(snap.sentence_start[article_row])
+        count = len(snap.sentences[article_row])
+        text = _text(snap, article_row, row - start)
+        sequence = tokens(text)
+        words = set(sequence)
+        bigrams = len(q_bigrams & set(zip(sequence, sequence[1:]))) / max(len(q_bigrams), 1)
+        neighbours = [r for r in (row - 1, row + 1) if start <= r < start + count]
+        nb_cos = max((float(vectors[r].astype(np.float32) @ query.vector) for r in neighbours), default=0.0)
+        around = {r: set(tokens(_text(snap, article_row, r - start))) for r in neighbours}
+        context = words.union(*around.values())
+        n_words = len(text.split())
+        names = {m.lower() for m in _NAME.findall(text)} - {w.lower() for w in query.text.split()}
+        table.append([0.0, passage.score, nb_cos, covered(words), covered(passage_words[passage.chunk_row]),
+                      covered(context), 0.0, 0.0, 1.0 / passage.rank, (row - start) / max(count - 1, 1),
+                      np.log1p(n_words), len(words - query.terms) / max(len(words), 1),
+                      float(numeric_q and bool(_DIGIT.search(text))), float(who_q and bool(names)),
+                      bigrams, float(len(words & query.terms)), covered(around.get(row - 1, set())),
+                      covered(around.get(row + 1, set())), 0.0, 0.0])
+    features = np.asarray(table, dtype=np.float32)
+    features[:, 0] = vectors[rows].astype(np.float32) @ query.vector
+    features[:, 6] = features[:, 0] - features[:, 0].max()  # how far behind the best sentence
+    features[:, 7] = features[:, 3] - features[:, 3].max()
+    for column, source in ((-2, 0), (-1, 3)):  # 1 / rank within the viewpoint: a listwise view
+        features[np.argsort(-features[:, source], kind="stable"), column] = 1.0 / np.arange(1, len(rows) + 1)
+    chunk_rows = np.array([found[r].chunk_row for r in rows.tolist()], dtype=np.int64)
+    return Candidates(rows, chunk_rows, features)
+
+
+def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings: Settings, k: int,
+                lexical: Lexical, scorer: Scorer | None = None) -> list[Quote]:
+    """The ``k`` most probable answer sentences, near-duplicates collapsed."""
+    found = candidates(snap, query, passages, lexical)
+    if not len(found.rows):
         return []
-    rows = np.fromiter(candidates, dtype=np.int64)
-    similarity = snap.sentence_vectors[rows].astype(np.float32) @ query.vector
-    scored = []
-    for row, sim in zip(rows, similarity):
-        chunk_row, passage_score = candidates[int(row)]
-        text, span, article = _sentence(snap, chunk_row, int(row))
-        score = SENTENCE_WEIGHT * float(sim) + (1 - SENTENCE_WEIGHT) * passage_score
-        score += OVERLAP_WEIGHT * _overlap(query.terms, text)
-        if len(text.split()) < SHORT_WORDS:
-            score *= 0.85
-        scored.append((score, text, span, article, chunk_row))
-    scored.sort(key=lambda item: -item[0])
-    quotes, seen = [], set()
-    for score, text, span, article, chunk_row in scored:
-        if text.lower() in seen:  # the same sentence twice (reprinted text): cite it once
+    probability = (scorer or load_scorer()).probability(found.features)
+    order = np.argsort(-probability, kind="stable")
+    quotes: list[Quote] = []
+    kept: list[int] = []  # sentence rows behind ``quotes``
+    for i in order.tolist():
+        row, chunk_row = int(found.rows[i]), int(found.chunk_rows[i])
+        quote = _quote(snap, row, chunk_row, float(probability[i]))
+        twin = _duplicate_of(snap, row, quote.text, kept, quotes)
+        if twin is not None:  # same thing said again: cite its source on the kept quote
+            if quote.doc_id != quotes[twin].doc_id and quote.doc_id not in quotes[twin].also_in:
+                quotes[twin] = replace(quotes[twin], also_in=quotes[twin].also_in + (quote.doc_id,))
             continue
-        seen.add(text.lower())
-        _, start, end = (int(v) for v in snap.chunks[chunk_row][:3])
-        quotes.append(Quote(text=text, score=round(min(max(score, 0.0), 1.0), 4), doc_id=article.id,
-                            title=article.title, source=article.source, start=span[0], end=span[1],
-                            passage=article.text[start:end], date=article.date, url=article.url))
-        if len(quotes) == k:
-            break
+        if len(quotes) < k:
+            quotes.append(quote)
+            kept.append(row)
     return quotes
 
 
-def _sentence(snap: Snapshot, chunk_row: int, sentence_row: int):
-    article_row = int(snap.chunks[chunk_row][0])
+def _duplicate_of(snap: Snapshot, row: int, text: str, kept: list[int], quotes: list[Quote]) -> int | None:
+    if not kept:
+        return None
+    cosine = snap.sentence_vectors[kept].astype(np.float32) @ snap.sentence_vectors[row].astype(np.float32)
+    for n, quote in enumerate(quotes):
+        if cosine[n] >= DUPLICATE_COSINE or " ".join(quote.text.lower().split()) == " ".join(text.lower().split()):
+            return n
+    return None
+
+
+def _quote(snap: Snapshot, row: int, chunk_row: int, score: float) -> Quote:
+    article_row, chunk_start, chunk_end = (int(v) for v in snap.chunks[chunk_row][:3])
     article = snap.articles[article_row]
-    span = snap.sentences[article_row][sentence_row - int(snap.sentence_start[article_row])]
-    return article.text[span.start:span.end], (span.start, span.end), article
+    index = row - int(snap.sentence_start[article_row])
+    span = snap.sentences[article_row][index]
+    start = span.start
+    if index > 0 and len(article.text[span.start:span.end].split()) < SHORT_WORDS:
+        start = snap.sentences[article_row][index - 1].start  # "Even ice hockey games." needs its lead
+    return Quote(text=article.text[start:span.end], score=round(score, 4), doc_id=article.id,
+                 title=article.title, source=article.source, start=start, end=span.end,
+                 passage=article.text[min(start, chunk_start):max(span.end, chunk_end)],
+                 date=article.date, url=article.url)
 
 
-def _overlap(terms: frozenset[str], text: str) -> float:
-    if not terms:
-        return 0.0
-    return len(terms & content_terms(text)) / len(terms)
+def _text(snap: Snapshot, article_row: int, index: int) -> str:
+    span = snap.sentences[article_row][index]
+    return snap.articles[article_row].text[span.start:span.end]
+
+
+def _chunk_text(snap: Snapshot, chunk_row: int) -> str:
+    article_row, start, end = (int(v) for v in snap.chunks[chunk_row][:3])
+    return snap.articles[article_row].text[start:end]
+
+
+def addresses(probabilities: Sequence[float]) -> float:
+    """P(a side addresses the question): that at least one of its best
+    ``SIDE_QUOTES`` quotes answers it, read as independent chances (noisy-or).
+
+    >>> round(addresses([0.5, 0.2]), 2)
+    0.6
+    """
+    best = sorted(probabilities, reverse=True)[:SIDE_QUOTES]
+    return 1.0 - float(np.prod([1.0 - p for p in best]))
 
 
 def viewpoint_answer(label: str, quotes: list[Quote], min_score: float) -> ViewpointAnswer:
-    """A side addresses the question when its best quote reaches ``min_score``."""
-    abstained = not quotes or quotes[0].score < min_score
+    """A side addresses the question when ``addresses`` of its quotes reaches ``min_score``."""
+    abstained = not quotes or addresses([q.score for q in quotes]) < min_score
     return ViewpointAnswer(viewpoint=label, abstained=abstained, answers=tuple(quotes))

@@ -59,7 +59,7 @@ def parser() -> argparse.ArgumentParser:
                 "latency; builds its own index, kept in --index when given) or 'questions FILE.jsonl'")
     p.add_argument("kind", choices=("squad", "questions"))
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--limit", type=int, default=0, help="squad: first N questions only")
+    p.add_argument("--limit", type=int, default=0, help="squad: N questions spread evenly over the file")
     p.add_argument("--by", default=None, help="questions: metadata field that makes the viewpoints")
     p.set_defaults(index=None)
 

@@ -17,9 +17,10 @@ from .answer import Query, best_quotes, content_terms, follow_up_text, viewpoint
 from .embed import Embedder, default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
+from .lexical import for_snapshot
 from .retrieve import Filters, group_chunks, search_groups
 from .settings import Settings
-from .types import Answer, Article, BuildReport
+from .types import Answer, Article, BuildReport, Coverage
 
 # How much of the earlier question a follow-up's query vector keeps.
 HISTORY_WEIGHT = 0.5
@@ -87,13 +88,17 @@ class Index:
         snap = self.snapshot()
         query = self._query(question, history)
         groups = group_chunks(snap, group_by or settings.group_by, filters)
-        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints)
-        answers = [viewpoint_answer(groups.labels[g], best_quotes(snap, query, passages, settings, k),
+        lexical = for_snapshot(snap)
+        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints,
+                              lexical.scores(query.text))
+        answers = [viewpoint_answer(groups.labels[g], best_quotes(snap, query, passages, settings, k, lexical),
                                     settings.min_score)
                    for g, passages in found.items()]
         answers.sort(key=lambda v: (v.abstained, -(v.answers[0].score if v.answers else 0.0)))
+        coverage = Coverage(addressed=tuple(v.viewpoint for v in answers if not v.abstained),
+                            silent=tuple(v.viewpoint for v in answers if v.abstained))
         return Answer(question=question, viewpoints=tuple(answers),
-                      more_viewpoints=len(groups.labels) - len(found), query=query.text)
+                      more_viewpoints=len(groups.labels) - len(found), query=query.text, coverage=coverage)
 
     def _query(self, question: str, history: Sequence[str]) -> Query:
         text = follow_up_text(question, history)
@@ -104,7 +109,8 @@ class Index:
             own, context = self.embedder.encode([question, text])
             vector = own + HISTORY_WEIGHT * context
             vector = vector / np.linalg.norm(vector)
-        return Query(text=text, vector=vector.astype(np.float32), terms=content_terms(question))
+        return Query(text=text, vector=vector.astype(np.float32), terms=content_terms(question),
+                     question=question)
 
     def article(self, doc_id: str) -> Article:
         """One article with its metadata and full text (quotes' spans index into ``text``)."""

@@ -38,8 +38,9 @@ class SquadQuestion:
     doc_id: str
 
 
-def read_squad(path: str | os.PathLike) -> tuple[list[dict], list[SquadQuestion]]:
-    """Articles (as JSONL records) and the answerable questions of a SQuAD file."""
+def read_squad(path: str | os.PathLike, impossible: bool = False) -> tuple[list[dict], list[SquadQuestion]]:
+    """Articles (as JSONL records) and the answerable questions of a SQuAD file
+    (with ``impossible``, the unanswerable ones too, with no answers)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -53,8 +54,9 @@ def read_squad(path: str | os.PathLike) -> tuple[list[dict], list[SquadQuestion]
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 golds = tuple(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a["text"].strip()))
-                if not qa.get("is_impossible") and golds:
-                    questions.append(SquadQuestion(qa["question"], golds, doc_id))
+                if (not qa.get("is_impossible") and golds) or (impossible and qa.get("is_impossible")):
+                    questions.append(SquadQuestion(qa["question"], () if qa.get("is_impossible") else golds,
+                                                   doc_id))
     return records, questions
 
 
@@ -74,11 +76,12 @@ def squad_index(path: str | os.PathLike, index: str | os.PathLike, embedder=None
 
 def eval_squad(path: str | os.PathLike, index: str | os.PathLike | None = None, limit: int = 0,
                embedder=None, settings=None) -> dict:
-    """Answer-sentence hit@1, hit@3, MRR@10 and ask latency on a SQuAD file."""
+    """Answer-sentence hit@1, hit@3, MRR@10 and ask latency on a SQuAD file
+    (``limit``: that many questions, spread evenly)."""
     with tempfile.TemporaryDirectory() as tmp:
         ix, questions = squad_index(path, index or Path(tmp) / "index", embedder, settings)
-        if limit:
-            questions = questions[:limit]
+        if limit:  # spread evenly over the file, so every article is represented
+            questions = questions[::max(1, len(questions) // limit)][:limit]
         ix.ask("warm up the model")
         ranks, seconds = [], []
         for item in questions:

@@ -1,6 +1,10 @@
 """Retrieve: the best passages of each viewpoint, searched separately so one
 side's many articles cannot crowd out another's few. Filters (by source,
-date) restrict the candidate set before ranking, never after."""
+date) restrict the candidate set before ranking, never after.
+
+Hybrid: within a viewpoint, the dense (FAISS) ranking and the BM25 ranking
+are fused by reciprocal rank, so a passage that shares the question's rare
+words (names, numbers) is found even when its vector is not the closest."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .ann import search_params
 from .index import Snapshot
 
 
@@ -27,10 +32,17 @@ class Filters:
         return not (self.date_to and (not date or date[:10] > self.date_to))
 
 
+# Reciprocal rank fusion constant (Cormack et al. 2009): damps the top ranks' weight.
+RRF_K = 60
+# Each ranking contributes this many times ``per_group`` candidates to the fusion.
+DEPTH = 3
+
+
 @dataclass(frozen=True)
 class Passage:
     chunk_row: int
     score: float  # cosine similarity of chunk and query
+    rank: int = 1  # 1-based rank within its viewpoint after fusion
 
 
 @dataclass(frozen=True)
@@ -55,13 +67,40 @@ def group_chunks(snap: Snapshot, by: str, filters: Filters | None = None) -> Gro
 
 
 def search_groups(snap: Snapshot, query: np.ndarray, groups: Groups, per_group: int,
-                  max_groups: int) -> dict[int, list[Passage]]:
+                  max_groups: int, lexical: np.ndarray | None = None) -> dict[int, list[Passage]]:
     """Top ``per_group`` passages of each group, for at most ``max_groups``
-    groups (those with the best passages when there are more)."""
+    groups (those with the best passages when there are more). ``lexical``
+    holds a BM25 score per chunk row; without it the ranking is dense only."""
     wanted: Sequence[int] = range(len(groups.labels))
     if len(groups.labels) > max_groups:
         wanted = _best_groups(snap, query, groups, max_groups)
-    return {g: _search(snap, query, np.flatnonzero(groups.chunk_group == g), per_group) for g in wanted}
+    found = {}
+    for g in wanted:
+        rows = np.flatnonzero(groups.chunk_group == g)
+        dense = _search(snap, query, rows, per_group if lexical is None else DEPTH * per_group)
+        found[g] = dense[:per_group] if lexical is None else _fuse(snap, query, dense, rows, lexical,
+                                                                  per_group)
+    return found
+
+
+def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndarray,
+          lexical: np.ndarray, k: int) -> list[Passage]:
+    """Reciprocal rank fusion of the dense hits and the BM25 hits among ``rows``."""
+    scores = lexical[rows]
+    depth = min(len(rows), DEPTH * k)
+    top = rows[np.argsort(-scores, kind="stable")[:depth]]
+    top = top[lexical[top] > 0]  # a passage with no question word is no lexical hit
+    fused: dict[int, float] = {}
+    for ranking in ([p.chunk_row for p in dense], top.tolist()):
+        for rank, row in enumerate(ranking):
+            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+    best = sorted(fused, key=lambda row: -fused[row])[:k]
+    cosine = {p.chunk_row: p.score for p in dense}
+    missing = [row for row in best if row not in cosine]
+    if missing:  # lexical-only hits: their cosine, for the answer scorer
+        vectors = snap.chunk_index.reconstruct_batch(np.array(missing, dtype=np.int64))
+        cosine.update(zip(missing, (vectors @ query).tolist()))
+    return [Passage(row, float(cosine[row]), rank) for rank, row in enumerate(best, 1)]
 
 
 def _best_groups(snap: Snapshot, query: np.ndarray, groups: Groups, max_groups: int) -> list[int]:
@@ -85,9 +124,8 @@ def _search(snap: Snapshot, query: np.ndarray, rows: np.ndarray, k: int) -> list
     k = min(k, len(rows))
     if k == 0:
         return []
-    params = faiss.SearchParameters()
     selector = faiss.IDSelectorBatch(rows.astype(np.int64))
-    params.sel = selector
+    params = search_params(snap.chunk_index, rows, selector)  # IVF above Settings.ann_threshold
     scores, ids = snap.chunk_index.search(query.reshape(1, -1).astype(np.float32), k, params=params)
     # FAISS pads with id -1 when it has fewer than k results: never a citation.
     return [Passage(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]

@@ -68,6 +68,7 @@ class Quote:
     passage: str  # the chunk the quote was found in, for context
     date: str = ""
     url: str = ""
+    also_in: tuple[str, ...] = ()  # doc ids that say the same thing (near-duplicates, reprints)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,14 @@ class ViewpointAnswer:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """Which viewpoints address a question and which are silent on it (the blindspot)."""
+
+    addressed: tuple[str, ...] = ()
+    silent: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Answer:
     """What ``Index.ask`` returns; ``asdict`` of it is the ``rag ask --json`` contract."""
 
@@ -85,6 +94,7 @@ class Answer:
     viewpoints: tuple[ViewpointAnswer, ...]  # ordered by best score
     more_viewpoints: int = 0  # viewpoints left out beyond ``Settings.max_viewpoints``
     query: str = ""  # the text actually searched (the question plus chat context)
+    coverage: Coverage = Coverage()  # of the viewpoints listed
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""Answer quality (issue 4): hybrid retrieval, the learned sentence scorer,
+near-duplicate collapse, per-viewpoint abstention, the coverage key, and
+``rag eval``. Fast tests use the hash embedder; the slow ones the real model."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rag
+from rag import evaluate
+from rag.answer import FEATURES, SCORER_FILE, addresses, load_scorer
+from rag.lexical import build as build_lexical
+from rag.lexical import for_snapshot, tokens
+from rag.retrieve import group_chunks, search_groups
+
+DATA = Path(__file__).parent / "data"
+SEED_QUESTIONS = DATA / "seed-questions.jsonl"
+
+
+def _article(folder: Path, name: str, viewpoint: str, source: str, text: str) -> None:
+    (folder / f"{name}.txt").write_text(f"---\ntitle: {name}\nsource: {source}\nviewpoint: {viewpoint}\n"
+                                        f"---\n{text}\n", encoding="utf-8")
+
+
+@pytest.fixture()
+def small_index(tmp_path, hash_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    wire = "The senate passed the infrastructure bill by a vote of 69 to 30 on Tuesday."
+    _article(docs, "left-a", "left", "Daily A", f"{wire} Democrats praised the spending on transit.")
+    _article(docs, "left-b", "left", "Daily B", f"Unions welcomed the news. {wire}")
+    _article(docs, "right-a", "right", "Herald", "Republicans warned that the bill adds to the deficit. "
+             "The zyzzyva beetle was mentioned once.")
+    _article(docs, "center-a", "center", "Wire", "Bakers prefer sourdough starters kept at room temperature.")
+    rag.build([docs], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    return rag.open(tmp_path / "index", embedder=hash_embedder)
+
+
+def test_tokens_drop_stopwords_and_stem():
+    assert tokens("What were the concessions of the Kremlin?") == ["concession", "kremlin"]
+
+
+def test_bm25_scores_and_rare_words_weigh_more():
+    lexical = build_lexical(["the cat sat", "the cat ran", "a zyzzyva flew"])
+    scores = lexical.scores("zyzzyva")
+    assert scores.argmax() == 2 and scores[0] == scores[1] == 0
+    assert lexical.idf("zyzzyva") > lexical.idf("cat")
+    assert not lexical.scores("nothing indexed here").any()
+
+
+def test_filters_apply_before_ranking(small_index):
+    snap = small_index.snapshot()
+    groups = group_chunks(snap, "viewpoint")
+    query = small_index.embedder.encode(["zyzzyva beetle"])[0]
+    found = search_groups(snap, query, groups, 4, 12, for_snapshot(snap).scores("zyzzyva beetle"))
+    for g, passages in found.items():
+        assert passages, groups.labels[g]
+        assert all(groups.chunk_group[p.chunk_row] == g for p in passages)
+    right = groups.labels.index("right")
+    assert snap.articles[snap.chunks[found[right][0].chunk_row][0]].id == "right-a"
+
+
+def test_near_duplicates_are_quoted_once_with_their_other_sources(small_index):
+    answer = small_index.ask("How did the senate vote on the infrastructure bill?")
+    left = next(v for v in answer.viewpoints if v.viewpoint == "left")
+    wire = [q for q in left.answers if "69 to 30" in q.text]
+    assert len(wire) == 1
+    assert set(wire[0].also_in) | {wire[0].doc_id} == {"left-a", "left-b"}
+
+
+def test_json_keeps_the_contract_and_adds_coverage(small_index):
+    out = json.loads(json.dumps(asdict(small_index.ask("How did the senate vote?"))))
+    assert {"question", "viewpoints", "coverage"} <= set(out)
+    for view in out["viewpoints"]:
+        assert {"viewpoint", "abstained", "answers"} <= set(view)
+        for quote in view["answers"]:
+            assert {"text", "score", "doc_id", "title", "source", "start", "end", "passage"} <= set(quote)
+            assert 0.0 <= quote["score"] <= 1.0
+    listed = [v["viewpoint"] for v in out["viewpoints"]]
+    assert sorted(out["coverage"]["addressed"] + out["coverage"]["silent"]) == sorted(listed)
+    assert set(out["coverage"]["silent"]) == {v["viewpoint"] for v in out["viewpoints"] if v["abstained"]}
+
+
+def test_scorer_file_matches_code_and_settings():
+    scorer = load_scorer()
+    data = json.loads(SCORER_FILE.read_text())
+    assert len(scorer.coef) == len(FEATURES)
+    assert data["threshold"] == rag.Settings().min_score
+    p = scorer.probability(np.zeros((3, len(FEATURES)), np.float32))
+    assert ((0 < p) & (p < 1)).all()
+
+
+def test_side_probability_is_noisy_or_of_its_best_quotes():
+    assert addresses([]) == 0.0
+    assert addresses([0.9, 0.0, 0.0, 0.0]) == pytest.approx(0.9)
+    assert addresses([0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.875)  # only the best three count
+
+
+def test_eval_questions_names_bad_lines(tmp_path, small_index):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": "fine"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(rag.RagError, match="bad.jsonl:2"):
+        evaluate.eval_questions(bad, small_index)
+
+
+def test_eval_questions_scores_cells(tmp_path, small_index):
+    sets = tmp_path / "q.jsonl"
+    sets.write_text(json.dumps({"q": "How did the senate vote on the infrastructure bill?",
+                                "expect": {"left": "69 to 30", "center": None}}) + "\n", encoding="utf-8")
+    report = evaluate.eval_questions(sets, small_index)
+    assert report["answerable_cells"] == 1 and report["silent_cells"] == 1
+
+
+def test_seed_question_set_is_well_formed():
+    items = evaluate.read_questions(SEED_QUESTIONS)
+    texts = {p: (Path(__file__).parents[1] / "seeds" / f"{p}.txt").read_text(encoding="utf-8")
+             for p in ("independent-putin-playing-for-time", "rt-putin-trump-call-a-success")}
+    assert len(items) >= 40
+    assert sum(1 for i in items if i.get("abstain")) >= 5
+    assert sum(1 for i in items if None in (i.get("expect") or {}).values()) >= 10
+    for item in items:
+        for prefix, expected in (item.get("expect") or {}).items():
+            text = next(t for doc, t in texts.items() if doc.startswith(prefix))
+            for span in [expected] if isinstance(expected, str) else expected or []:
+                assert span in text, (item["q"], span)
+
+
+@pytest.mark.slow
+def test_seed_questions_answer_and_abstain(seed_index):
+    report = evaluate.eval_questions(SEED_QUESTIONS, seed_index)
+    assert report["answerable_cells"] >= 50
+    # floors a bit under the measured numbers in BENCHMARKS.md
+    assert report["hit@1"] >= 0.65, report["misses"]
+    assert report["silent_abstained"] >= 0.80, report["misses"]
+    assert report["off_topic_abstained"] == 1.0, report["misses"]
+
+
+@pytest.mark.slow
+def test_cli_eval_questions_prints_json(seed_index_dir, capsys):
+    from rag.cli import main
+
+    assert main(["eval", "questions", str(SEED_QUESTIONS), "--index", str(seed_index_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["off_topic_questions"] >= 5
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_squad_shared_answer_sentences(tmp_path, model):
+    from conftest import require_shared_data
+
+    squad = require_shared_data("squad2-dev-tune.json")
+    report = evaluate.eval_squad(squad, tmp_path / "index", limit=300, embedder=model)
+    assert report["questions"] == 300
+    assert report["hit@1"] >= 0.66 and report["hit@3"] >= 0.80, report
