@@ -117,37 +117,48 @@ def test_sigkilled_writers_leave_the_old_or_the_new_version(tmp_path):
     started = time.monotonic()
     first = spawn("build", tmp_path / "A", "--index", root, "--quiet")
     assert first.wait(timeout=120) == 0, first.stderr.read()
-    writer_seconds = time.monotonic() - started
+    calibrate = time.monotonic()  # a typical update's duration sets the range of kill moments
+    second = spawn("build", tmp_path / "B", "--index", root, "--quiet")
+    assert second.wait(timeout=120) == 0, second.stderr.read()
+    writer_seconds = time.monotonic() - calibrate
     hash_ix = rag.Index(root, embedder=HashEmbedder())
     asker = Asker(root, texts)
     rng = random.Random(6)
-    outcomes = {"old": 0, "new": 0, "debris": 0, "killed_in_commit": 0}
-    state = "A"
+    outcomes = {"old": 0, "new": 0, "debris": 0, "killed_in_commit": 0, "completed": 0}
+    state, kills, runs = "B", 0, 0
     try:
-        for kill in range(KILLS):
+        while kills < KILLS:
+            runs += 1
+            assert runs <= 2 * KILLS, outcomes
             target = "B" if state == "A" else "A"
             # from A: build B, or add B (an upsert of B over A is B); from B: build A
             op = rng.choice(["build", "add"]) if target == "B" else "build"
             proc = spawn(op, tmp_path / target, "--index", root, "--quiet")
-            if kill % 3 == 2:  # every third kill: the moment the commit starts, to hit the critical window
+            if runs % 5 == 0:  # every fifth run completes, so the corpus keeps changing between A and B
+                proc.wait(timeout=120)
+            elif runs % 3 == 0:  # every third run: kill the moment the commit starts, in the critical window
                 deadline = time.monotonic() + 60
                 while proc.poll() is None and not debris(root) and time.monotonic() < deadline:
                     time.sleep(0.0005)
                 outcomes["killed_in_commit"] += bool(debris(root)) and proc.poll() is None
-            else:  # anywhere from start-up to the end of a typical run
-                time.sleep(rng.uniform(0.1, 1.1) * writer_seconds)
-            proc.send_signal(signal.SIGKILL)
+            else:  # anywhere from start-up to a little past the end of a typical run
+                time.sleep(rng.uniform(0.1, 1.3) * writer_seconds)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            else:
+                outcomes["completed"] += 1  # not counted as a kill
             proc.wait(timeout=60)
             outcomes["debris"] += bool(debris(root))
 
             snap = store.load(root)  # loads ...
             assert not snap.warning, snap.warning
             held = snap.manifest["articles"]
-            assert held in (states[state], states[target]), f"kill {kill}: neither old nor new"
+            assert held in (states[state], states[target]), f"run {runs}: neither old nor new"
             outcomes["old" if held == states[state] else "new"] += 1
             state = state if held == states[state] else target
             assert rag_main(["check", "--index", str(root)]) == 0  # ... passes rag check ...
-            answer = hash_ix.ask(QUESTIONS[kill % len(QUESTIONS)])  # ... and answers, verbatim
+            answer = hash_ix.ask(QUESTIONS[runs % len(QUESTIONS)])  # ... and answers, verbatim
             for view in answer.viewpoints:
                 for quote in view.answers:
                     assert snap.articles[snap.row_of[quote.doc_id]].text[quote.start:quote.end] == quote.text
@@ -160,7 +171,7 @@ def test_sigkilled_writers_leave_the_old_or_the_new_version(tmp_path):
     finally:
         code, stderr = asker.close()
     elapsed = time.monotonic() - started
-    print(f"\n{KILLS} SIGKILLs in {elapsed:.0f} s (a writer runs {writer_seconds:.2f} s): {outcomes}; "
+    print(f"\n{kills} SIGKILLs in {runs} runs, {elapsed:.0f} s (a writer runs {writer_seconds:.2f} s): {outcomes}; "
           f"the asker answered {asker.answers} questions")
     assert asker.errors == [] and code == 0 and "error" not in stderr, (asker.errors, stderr)
     assert asker.answers >= KILLS and outcomes["old"] and outcomes["new"]
