@@ -145,6 +145,7 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
         sentence_vectors=(np.concatenate(sentence_vecs) if sentence_vecs
                           else np.zeros((0, embedder.dim), np.float32)).astype(np.float16))
     manifest = {"model": embedder.name, "dim": embedder.dim,
+                "embedder": getattr(embedder, "backend", embedder.name),
                 "chunking": chunk_settings(settings, embedder),
                 "library": _versions(), "previous": old.version,
                 "articles": {a.id: a.content_hash for a in the_plan.articles}}
@@ -169,7 +170,7 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for name in ("rag-viewpoints", "faiss-cpu", "sentence-transformers", "tiktoken"):
+    for name in ("rag-viewpoints", "faiss-cpu", "sentence-transformers", "tiktoken", "onnxruntime"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

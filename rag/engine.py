@@ -37,7 +37,7 @@ class Index:
                  embedder: Embedder | None = None):
         self.root = Path(root)
         self.settings = settings or Settings()
-        self.embedder = embedder or default_embedder(self.settings.batch_size)
+        self.embedder = embedder or default_embedder(self.settings, self.root)
         self._snap: store.Snapshot | None = None
         self._stamp: tuple = ()
         self._lock = threading.Lock()

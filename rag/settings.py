@@ -26,3 +26,6 @@ class Settings:
     max_viewpoints: int = 12
     # Articles embedded per model call batch.
     batch_size: int = 32
+    # Embedding backend: onnx-int8 (fastest, default for new indexes), onnx-fp32 (= torch's
+    # vectors), torch; "auto" uses the one matching the index's vectors (see embed.default_embedder).
+    embedder: str = "auto"
