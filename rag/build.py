@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import ann
 from . import index as store
 from .chunk import chunk_article
 from .embed import Embedder
@@ -99,8 +100,6 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
             settings: Settings, progress: bool = True) -> tuple[str, int]:
     """Chunk and embed what the plan needs, assemble and write the new version.
     Returns (version, chunk count)."""
-    import faiss
-
     reused = any(a.id not in the_plan.embed for a in the_plan.articles)
     old_vectors = old.chunk_vectors() if reused else None
     todo = [a for a in the_plan.articles if a.id in the_plan.embed]
@@ -134,10 +133,9 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
             sentence_vecs.append(old.sentence_vectors[first:first + len(sentences)])
         chunk_rows.append(table)
         sentence_lists.append(tuple(sentences))
-    index = faiss.IndexFlatIP(embedder.dim)
     all_chunk_vectors = np.concatenate(chunk_vecs) if chunk_vecs else np.zeros((0, embedder.dim), np.float32)
-    if len(all_chunk_vectors):
-        index.add(np.ascontiguousarray(all_chunk_vectors, dtype=np.float32))
+    index = ann.build_index(all_chunk_vectors, embedder.dim, settings.ann_threshold, settings.ann_nprobe,
+                            previous=old.chunk_index)
     snap = store.Snapshot(
         articles=list(the_plan.articles), sentences=sentence_lists,
         chunks=np.concatenate(chunk_rows) if chunk_rows else np.zeros((0, 5), np.int64),
@@ -145,7 +143,7 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
         sentence_vectors=(np.concatenate(sentence_vecs) if sentence_vecs
                           else np.zeros((0, embedder.dim), np.float32)).astype(np.float16))
     manifest = {"model": embedder.name, "dim": embedder.dim,
-                "embedder": getattr(embedder, "backend", embedder.name),
+                "embedder": getattr(embedder, "backend", embedder.name), "chunk_index": ann.describe(index),
                 "chunking": chunk_settings(settings, embedder),
                 "library": _versions(), "previous": old.version,
                 "articles": {a.id: a.content_hash for a in the_plan.articles}}
