@@ -54,6 +54,9 @@ class Index:
                     print(f"rag: warning: {snap.warning}", file=sys.stderr)
                 self._check_model(snap)
                 self._snap, self._stamp = snap, stamp
+                # BM25 is built from the text in memory (about 1 s per 5,000 chunks):
+                # start it now, so the first question seldom waits for it.
+                threading.Thread(target=for_snapshot, args=(snap,), daemon=True).start()
             return self._snap
 
     def _current_stamp(self) -> tuple:
