@@ -98,9 +98,21 @@ def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndar
     cosine = {p.chunk_row: p.score for p in dense}
     missing = [row for row in best if row not in cosine]
     if missing:  # lexical-only hits: their cosine, for the answer scorer
-        vectors = snap.chunk_index.reconstruct_batch(np.array(missing, dtype=np.int64))
-        cosine.update(zip(missing, (vectors @ query).tolist()))
+        cosine.update(zip(missing, (_chunk_vectors(snap, missing) @ query).tolist()))
     return [Passage(row, float(cosine[row]), rank) for rank, row in enumerate(best, 1)]
+
+
+def _chunk_vectors(snap: Snapshot, rows: list[int]) -> np.ndarray:
+    try:
+        return snap.chunk_index.reconstruct_batch(np.array(rows, dtype=np.int64))
+    except RuntimeError:  # an index kind without a direct map: its sentences' mean instead
+        out = []
+        for row in rows:
+            article, _, _, first, last = (int(v) for v in snap.chunks[row])
+            base = int(snap.sentence_start[article])
+            mean = snap.sentence_vectors[base + first:base + last + 1].astype(np.float32).mean(axis=0)
+            out.append(mean / (np.linalg.norm(mean) or 1.0))
+        return np.array(out, dtype=np.float32)
 
 
 def _best_groups(snap: Snapshot, query: np.ndarray, groups: Groups, max_groups: int) -> list[int]:
