@@ -151,8 +151,9 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     features[:, 0] = vectors[rows].astype(np.float32) @ query.vector
     features[:, 6] = features[:, 0] - features[:, 0].max()  # how far behind the best sentence
     features[:, 7] = features[:, 3] - features[:, 3].max()
-    for column, source in ((-2, 0), (-1, 3)):  # 1 / rank within the viewpoint: a listwise view
-        features[np.argsort(-features[:, source], kind="stable"), column] = 1.0 / np.arange(1, len(rows) + 1)
+    for column, source in (("rank_cos", 0), ("rank_idf", 3)):  # 1 / rank within the viewpoint
+        order = np.argsort(-features[:, source], kind="stable")
+        features[order, FEATURES.index(column)] = 1.0 / np.arange(1, len(rows) + 1)
     chunk_rows = np.array([found[r].chunk_row for r in rows.tolist()], dtype=np.int64)
     return Candidates(rows, chunk_rows, features)
 
