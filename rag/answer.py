@@ -123,6 +123,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     numeric_q = bool(_NUMERIC_Q.search(query.question or query.text))
     who_q = bool(_WHO_Q.search(query.question or query.text))
     passage_words = {p.chunk_row: set(tokens(_chunk_text(snap, p.chunk_row))) for p in passages}
+    cache = snap.__dict__.setdefault("_sentence_tokens", {})  # per loaded version, filled as asked
     q_tokens = tokens(query.question or query.text)
     q_bigrams = set(zip(q_tokens, q_tokens[1:]))
     table = []
@@ -132,12 +133,12 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         start = int(snap.sentence_start[article_row])
         count = len(snap.sentences[article_row])
         text = _text(snap, article_row, row - start)
-        sequence = tokens(text)
+        sequence = _tokens(snap, cache, article_row, row - start, row)
         words = set(sequence)
         bigrams = len(q_bigrams & set(zip(sequence, sequence[1:]))) / max(len(q_bigrams), 1)
         neighbours = [r for r in (row - 1, row + 1) if start <= r < start + count]
         nb_cos = max((float(vectors[r].astype(np.float32) @ query.vector) for r in neighbours), default=0.0)
-        around = {r: set(tokens(_text(snap, article_row, r - start))) for r in neighbours}
+        around = {r: set(_tokens(snap, cache, article_row, r - start, r)) for r in neighbours}
         context = words.union(*around.values())
         n_words = len(text.split())
         names = {m.lower() for m in _NAME.findall(text)} - {w.lower() for w in query.text.split()}
@@ -168,7 +169,7 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
     order = np.argsort(-probability, kind="stable")
     quotes: list[Quote] = []
     kept: list[int] = []  # sentence rows behind ``quotes``
-    for i in order.tolist():
+    for i in order[:4 * k].tolist():  # duplicates further down would not be shown anyway
         row, chunk_row = int(found.rows[i]), int(found.chunk_rows[i])
         quote = _quote(snap, row, chunk_row, float(probability[i]))
         twin = _duplicate_of(snap, row, quote.text, kept, quotes)
@@ -204,6 +205,13 @@ def _quote(snap: Snapshot, row: int, chunk_row: int, score: float) -> Quote:
                  title=article.title, source=article.source, start=start, end=span.end,
                  passage=article.text[min(start, chunk_start):max(span.end, chunk_end)],
                  date=article.date, url=article.url)
+
+
+def _tokens(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> list[str]:
+    found = cache.get(row)
+    if found is None:
+        found = cache[row] = tokens(_text(snap, article_row, index))
+    return found
 
 
 def _text(snap: Snapshot, article_row: int, index: int) -> str:

@@ -7,6 +7,7 @@ the answer scorer weighs question terms with.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -23,6 +24,7 @@ _WORDS = re.compile(r"[a-z0-9]+")
 _BUILD_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a corpus reuses few words: stem each once
 def stem(word: str) -> str:
     """A crude suffix stripper: enough to match "concessions" with "concession"."""
     for suffix in ("ing", "ed", "es", "s"):
