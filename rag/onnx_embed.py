@@ -13,8 +13,9 @@ Two precisions:
 * ``onnx-int8``: weights of every MatMul quantized per output channel, with
   activations quantized on the fly. Default dynamic quantization (all op
   types, per tensor) loses too much (cosine ~0.946 to torch); this recipe
-  keeps ~0.994 and runs ~1.7-2x faster. Its vectors differ slightly, so it
-  has its own embedder name and an index built with it is queried with it.
+  keeps ~0.994 and embeds 200-token chunks ~1.9x faster than torch here
+  (BENCHMARKS.md). Its vectors differ slightly, so it has its own embedder
+  name and an index built with it is queried with it.
 
 Cache: ``$XDG_CACHE_HOME/rag-viewpoints/onnx`` (default ``~/.cache/...``),
 one file per model, export recipe and library versions, written to a

@@ -29,9 +29,10 @@ class Settings:
     # Embedding backend: onnx-int8 (fastest, default for new indexes), onnx-fp32 (= torch's
     # vectors), torch; "auto" uses the one matching the index's vectors (see embed.default_embedder).
     embedder: str = "auto"
-    # Chunk vectors above which the index is IVF (approximate) instead of flat (exact): flat
-    # search stays under ~10 ms per viewpoint below this on 2 cores (BENCHMARKS.md, issue 7).
+    # Chunk vectors above which the index is IVF (approximate) instead of flat (exact): exact
+    # search costs ~0.06 ms per 1k vectors per viewpoint on 2 cores, ~12 ms at this size.
     ann_threshold: int = 200_000
-    # IVF lists scanned for an unfiltered search; a viewpoint with a share s of the chunks
-    # scans nprobe/s lists, so recall@10 stays >= 0.95 per viewpoint.
-    ann_nprobe: int = 16
+    # IVF lists scanned for an unfiltered search; a viewpoint holding a share s of the chunks
+    # scans nprobe/s lists. 256 of 4096 at 1M vectors: recall@10 0.98, ~57 ms for 3 viewpoints
+    # (BENCHMARKS.md, issue 7).
+    ann_nprobe: int = 256
