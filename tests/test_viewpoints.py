@@ -1,0 +1,28 @@
+"""Every viewpoint is listed: with more than ``max_viewpoints``, the best ones and a count of the rest."""
+import rag
+
+
+def _corpus(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        # distinct texts: identical ones would be skipped as duplicates of the first
+        topic = f"fishing quotas in the north sea (report {i})" if i < 3 else f"gardening matter number {i}"
+        (folder / f"a{i:02d}.md").write_text(
+            f"---\ntitle: Article {i}\nviewpoint: side-{i:02d}\n---\nThis piece discusses {topic}. "
+            f"It says more about {topic} in a second sentence.\n", encoding="utf-8")
+
+
+def test_more_than_twelve_viewpoints_lists_the_best_twelve_and_counts_the_rest(tmp_path, hash_embedder):
+    _corpus(tmp_path / "corpus", 15)
+    rag.build([tmp_path / "corpus"], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    answer = rag.open(tmp_path / "index", embedder=hash_embedder).ask("What about fishing quotas in the north sea?")
+    listed = [v.viewpoint for v in answer.viewpoints]
+    assert len(listed) == 12 and len(set(listed)) == 12 and answer.more_viewpoints == 3
+    assert set(listed[:3]) == {"side-00", "side-01", "side-02"}  # the sides that talk about it come first
+
+
+def test_few_viewpoints_are_all_listed(tmp_path, hash_embedder):
+    _corpus(tmp_path / "corpus", 4)
+    rag.build([tmp_path / "corpus"], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    answer = rag.open(tmp_path / "index", embedder=hash_embedder).ask("gardening")
+    assert len(answer.viewpoints) == 4 and answer.more_viewpoints == 0
