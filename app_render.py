@@ -29,8 +29,17 @@ def esc(value: object) -> str:
 
 
 def confidence(score: float) -> str:
-    """A reader's word for a similarity score (the number stays in the tooltip)."""
-    return "strong match" if score >= 0.65 else "good match" if score >= 0.5 else "weak match"
+    """A reader's word for a quote's score, the calibrated probability that it
+    answers the question (a side abstains below ``Settings.min_score``, 0.175).
+
+    >>> [confidence(s) for s in (0.7, 0.35, 0.2, 0.05)]
+    ['likely answers', 'may answer', 'possibly relevant', 'weak match']
+    """
+    if score >= 0.5:
+        return "likely answers"
+    if score >= 0.25:
+        return "may answer"
+    return "possibly relevant" if score >= 0.15 else "weak match"
 
 
 def cite_href(q: rag.Quote) -> str:
