@@ -38,14 +38,14 @@ from rag.settings import Settings  # noqa: E402
 THRESHOLDS = (0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def collect(squad: Path, cache: Path):
+def collect(squad: Path, cache: Path, passages: int = Settings.passages):
     """Feature rows: (features, label, question number, article, pool) arrays."""
     model = MiniLM()
     ix, questions = squad_index(squad, cache / "squad-index", embedder=model)
     from rag.evaluate import read_squad
 
     _, questions = read_squad(squad, impossible=True)
-    snap, lexical, settings = ix.snapshot(), for_snapshot(ix.snapshot()), Settings()
+    snap, lexical = ix.snapshot(), for_snapshot(ix.snapshot())
     vectors_file = cache / "squad-questions.npy"
     if vectors_file.exists():
         vectors = np.load(vectors_file)
@@ -67,8 +67,8 @@ def collect(squad: Path, cache: Path):
         others = rng.sample([g for g in range(len(per_article.labels)) if g != own], 2)
         pools += [("own", per_article, own)] + [("other", per_article, g) for g in others]
         for pool, groups, g in pools:
-            passages = search_groups(snap, query.vector, groups, settings.passages, 99, bm25)[g]
-            found = candidates(snap, query, passages, lexical)
+            found_passages = search_groups(snap, query.vector, groups, passages, 99, bm25)[g]
+            found = candidates(snap, query, found_passages, lexical)
             labels = np.array([_holds(snap, int(r), item.answers) if pool != "other" else False
                                for r in found.rows], dtype=bool)
             rows.append((found.features, labels, n, item.doc_id, pool, bool(item.answers)))
@@ -134,10 +134,11 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/rag-train-cache"))
     parser.add_argument("--c", type=float, default=1.0, help="inverse regularization strength")
     parser.add_argument("--out", type=Path, default=SCORER_FILE)
+    parser.add_argument("--passages", type=int, default=Settings.passages, help="passages per viewpoint")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    pools = collect(args.squad, args.cache)
+    pools = collect(args.squad, args.cache, args.passages)
     print(f"collected {len(pools)} pools in {time.time() - started:.0f}s", file=sys.stderr)
     articles = sorted({p[3] for p in pools})
     folds = [articles[i::4] for i in range(4)]

@@ -29,10 +29,10 @@ from .types import Quote, ViewpointAnswer
 
 FEATURES = ("sent_cos", "pass_cos", "nb_cos", "sent_idf", "pass_idf", "ctx_idf", "gap_cos",
             "gap_idf", "pass_rank", "position", "log_words", "novel", "number_match", "name_match",
-            "bigrams", "matched", "prev_idf", "next_idf", "rank_cos", "rank_idf")
+            "bigrams", "matched", "prev_idf", "next_idf", "rank_cos", "rank_idf", "anaphor_prev")
 SCORER_FILE = Path(__file__).with_name("scorer.json")
 SIDE_QUOTES = 3  # a side's decision weighs its best three quotes (see ``addresses``)
-SHORT_WORDS = 5  # a sentence shorter than this is quoted with the one before it, for context
+SHORT_WORDS = 5  # a sentence shorter than this (or opening with a pronoun) is quoted with its lead
 DUPLICATE_COSINE = 0.95  # quotes this close say the same thing (syndicated copies, reprints)
 _NUMERIC_Q = re.compile(r"\b(how (many|much|long|old|far|large|big)|when|what (year|date|time|percentage)"
                         r"|which year|in what year|what (number|age)|how often)\b", re.I)
@@ -40,7 +40,15 @@ _WHO_Q = re.compile(r"\b(who|whom|whose|where|which|what (country|city|company|g
 # a number, in digits or words ("two and a half hours")
 _DIGIT = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
                     r"forty|fifty|hundred|thousand|million|billion|half|dozen|decade|century)s?\b", re.I)
+# A sentence opening with a pronoun continues the one before: the question's words are
+# often there and the answer here ("... the Anglo-Norman language ... It in turn evolved"),
+# and a reader needs that lead to know what "it" is.
+_ANAPHOR = re.compile(r"^\W*(it|its|he|his|she|her|they|their|this|these|those|such)\b", re.I)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
+# A sentence that ends in a question mark asks, it does not answer: news and opinion pose
+# them (explainers' "What is stare decisis?", rhetorical questions, headlines) and they echo
+# the user's words, so they would outrank their own answer. SQuAD's Wikipedia has almost none.
+_ASKS = re.compile(r"\?[\s\"'”’)\]]*$")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,8 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         article_row, _, _, first, last = (int(v) for v in snap.chunks[passage.chunk_row])
         base = int(snap.sentence_start[article_row])
         for row in range(base + first, base + last + 1):
+            if _ASKS.search(_text(snap, article_row, row - base)):
+                continue
             if row not in found or found[row].score < passage.score:
                 found[row] = passage
     if not found:
@@ -147,7 +157,8 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
                       np.log1p(n_words), len(words - query.terms) / max(len(words), 1),
                       float(numeric_q and bool(_DIGIT.search(text))), float(who_q and bool(names)),
                       bigrams, float(len(words & query.terms)), covered(around.get(row - 1, set())),
-                      covered(around.get(row + 1, set())), 0.0, 0.0])
+                      covered(around.get(row + 1, set())), 0.0, 0.0,
+                      covered(around.get(row - 1, set())) if _ANAPHOR.match(text) else 0.0])
     features = np.asarray(table, dtype=np.float32)
     features[:, 0] = vectors[rows].astype(np.float32) @ query.vector
     features[:, 6] = features[:, 0] - features[:, 0].max()  # how far behind the best sentence
@@ -198,8 +209,8 @@ def _quote(snap: Snapshot, row: int, chunk_row: int, score: float) -> Quote:
     article = snap.articles[article_row]
     index = row - int(snap.sentence_start[article_row])
     span = snap.sentences[article_row][index]
-    start = span.start
-    if index > 0 and len(article.text[span.start:span.end].split()) < SHORT_WORDS:
+    start, text = span.start, article.text[span.start:span.end]
+    if index > 0 and (len(text.split()) < SHORT_WORDS or _ANAPHOR.match(text)):
         start = snap.sentences[article_row][index - 1].start  # "Even ice hockey games." needs its lead
     return Quote(text=article.text[start:span.end], score=round(score, 4), doc_id=article.id,
                  title=article.title, source=article.source, start=start, end=span.end,

@@ -19,6 +19,7 @@ from rag.retrieve import group_chunks, search_groups
 
 DATA = Path(__file__).parent / "data"
 SEED_QUESTIONS = DATA / "seed-questions.jsonl"
+NEWS_DEV_QUESTIONS = DATA / "news-dev-questions.jsonl"  # threshold dev set (bench/news_dev.py)
 
 
 def _article(folder: Path, name: str, viewpoint: str, source: str, text: str) -> None:
@@ -70,6 +71,18 @@ def test_near_duplicates_are_quoted_once_with_their_other_sources(small_index):
     wire = [q for q in left.answers if "69 to 30" in q.text]
     assert len(wire) == 1
     assert set(wire[0].also_in) | {wire[0].doc_id} == {"left-a", "left-b"}
+
+
+def test_a_question_in_the_text_is_not_quoted_as_its_answer(tmp_path, hash_embedder):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _article(docs, "explainer", "center", "Wire", "What is stare decisis? It is the doctrine that courts "
+             "follow their precedents. Judges rarely overturn them.")
+    rag.build([docs], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    quotes = rag.open(tmp_path / "index", embedder=hash_embedder).ask("What is stare decisis?").viewpoints[0].answers
+    assert quotes and not any(q.text.rstrip().endswith("?") for q in quotes)
+    # "It is the doctrine ..." is quoted with its lead, so a reader knows what "it" is
+    assert "What is stare decisis? It is the doctrine that courts follow their precedents." in [q.text for q in quotes]
 
 
 def test_json_keeps_the_contract_and_adds_coverage(small_index):
@@ -127,6 +140,27 @@ def test_seed_question_set_is_well_formed():
             text = next(t for doc, t in texts.items() if doc.startswith(prefix))
             for span in [expected] if isinstance(expected, str) else expected or []:
                 assert span in text, (item["q"], span)
+
+
+@pytest.mark.shared_data
+def test_news_dev_set_is_well_formed():
+    """Every expected span is verbatim in its AllSides article (bench/news_dev.py)."""
+    import gzip
+
+    from conftest import require_shared_data
+
+    from rag.ingest import clean_text
+
+    items = evaluate.read_questions(NEWS_DEV_QUESTIONS)
+    wanted = {key for item in items for key in item.get("expect") or {}}
+    with gzip.open(require_shared_data("allsides-12k.jsonl.gz"), "rt", encoding="utf-8") as stream:
+        texts = {r["ID"]: clean_text(r["content_original"]) for r in map(json.loads, stream) if r["ID"] in wanted}
+    assert len(items) >= 40 and set(texts) == wanted
+    assert sum(1 for i in items if i.get("abstain")) >= 5
+    for item in items:
+        for doc, expected in (item.get("expect") or {}).items():
+            for span in [expected] if isinstance(expected, str) else expected or []:
+                assert span in texts[doc], (item["q"], span)
 
 
 @pytest.mark.slow
