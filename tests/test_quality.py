@@ -168,7 +168,30 @@ def test_seed_questions_answer_and_abstain(seed_index):
     report = evaluate.eval_questions(SEED_QUESTIONS, seed_index)
     assert report["answerable_cells"] >= 50
     # floors a bit under the measured numbers in BENCHMARKS.md
-    assert report["hit@1"] >= 0.65, report["misses"]
+    assert report["hit@1"] >= 0.67, report["misses"]
+    assert report["silent_abstained"] >= 0.80, report["misses"]
+    assert report["off_topic_abstained"] == 1.0, report["misses"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_news_dev_questions_answer_and_abstain(tmp_path, model):
+    """The dev set the threshold was chosen on (floors a bit under BENCHMARKS.md)."""
+    import sys
+
+    from conftest import ROOT, require_shared_data
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import news_dev
+
+    from rag.engine import Index
+
+    ids = {key for item in evaluate.read_questions(NEWS_DEV_QUESTIONS) for key in item.get("expect") or {}}
+    news_dev.write_articles(require_shared_data("allsides-12k.jsonl.gz"), ids, tmp_path / "articles.jsonl")
+    ix = Index(tmp_path / "index", embedder=model)
+    ix.rebuild([tmp_path / "articles.jsonl"], news_dev.FIELDS, progress=False)
+    report = evaluate.eval_questions(NEWS_DEV_QUESTIONS, ix)
+    assert report["hit@1"] >= 0.58, report["misses"]
     assert report["silent_abstained"] >= 0.80, report["misses"]
     assert report["off_topic_abstained"] == 1.0, report["misses"]
 
@@ -189,4 +212,4 @@ def test_squad_shared_answer_sentences(tmp_path, model):
     squad = require_shared_data("squad2-dev-tune.json")
     report = evaluate.eval_squad(squad, tmp_path / "index", limit=300, embedder=model)
     assert report["questions"] == 300
-    assert report["hit@1"] >= 0.66 and report["hit@3"] >= 0.80, report
+    assert report["hit@1"] >= 0.72 and report["hit@3"] >= 0.84, report
