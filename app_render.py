@@ -30,7 +30,7 @@ def esc(value: object) -> str:
 
 def confidence(score: float) -> str:
     """A reader's word for a quote's score, the calibrated probability that it
-    answers the question (a side abstains below ``Settings.min_score``, 0.175).
+    answers the question (a side abstains below ``Settings.min_score``, 0.2).
 
     >>> [confidence(s) for s in (0.7, 0.35, 0.2, 0.05)]
     ['likely answers', 'may answer', 'possibly relevant', 'weak match']
