@@ -1,6 +1,10 @@
 """Train the answer-sentence scorer (rag/scorer.json) on the SQuAD tune split.
 
     .venv/bin/python bench/train_scorer.py ../shared/data/squad2-dev-tune.json
+    .venv/bin/python bench/news_dev.py ../shared/data/allsides-12k.jsonl.gz --write-threshold
+
+(the second line replaces the threshold picked here by the one the news/opinion dev set
+picks; both gave 0.2 for the current scorer).
 
 Candidates come from the product's own retrieval (hybrid, per viewpoint):
 
