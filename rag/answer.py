@@ -188,10 +188,16 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
             if quote.doc_id != quotes[twin].doc_id and quote.doc_id not in quotes[twin].also_in:
                 quotes[twin] = replace(quotes[twin], also_in=quotes[twin].also_in + (quote.doc_id,))
             continue
+        if _overlaps(quote, quotes):  # a two-sentence quote around one already shown
+            continue
         if len(quotes) < k:
             quotes.append(quote)
             kept.append(row)
     return quotes
+
+
+def _overlaps(quote: Quote, quotes: list[Quote]) -> bool:
+    return any(q.doc_id == quote.doc_id and q.start < quote.end and quote.start < q.end for q in quotes)
 
 
 def _duplicate_of(snap: Snapshot, row: int, text: str, kept: list[int], quotes: list[Quote]) -> int | None:

@@ -32,6 +32,15 @@ def test_every_quote_is_verbatim_and_cited(seed_index):
     assert order == sorted(order)  # answering sides first, then by their best score
 
 
+@pytest.mark.parametrize("question", ["Did Russia make big concessions?", "Is Putin playing for time?",
+                                      "What did Putin agree to on the ceasefire?"])
+def test_quotes_of_one_side_never_repeat_each_other(seed_index, question):
+    for view in seed_index.ask(question, k=5).viewpoints:
+        spans = sorted((q.doc_id, q.start, q.end) for q in view.answers)
+        for (doc_a, _, end_a), (doc_b, start_b, _) in zip(spans, spans[1:]):
+            assert doc_a != doc_b or end_a <= start_b, f"overlapping quotes in {view.viewpoint}"
+
+
 @pytest.mark.parametrize("question, doc_id, phrase", [
     ("What did Ben Wallace say about the Russian economy?", INDEPENDENT, "a year away from collapse"),
     ("What is a steel porcupine?", RT, "steel porcupine"),
