@@ -79,9 +79,11 @@ class Index:
         ``history`` is the earlier questions of the conversation, oldest first;
         a follow-up such as "And what did he refuse?" is read in their light.
 
-        >>> answer = rag.open("index").ask("Did Russia make big concessions?")  # doctest: +SKIP
-        >>> [(v.viewpoint, v.abstained) for v in answer.viewpoints]              # doctest: +SKIP
-        [('pro-Russia', False), ('pro-Ukraine', False)]
+        >>> answer = rag.open("index").ask("Is Putin playing for time?")  # doctest: +SKIP
+        >>> [(v.viewpoint, v.abstained) for v in answer.viewpoints]        # doctest: +SKIP
+        [('pro-Ukraine', False), ('pro-Russia', True)]
+        >>> answer.coverage.silent                                         # doctest: +SKIP
+        ('pro-Russia',)
         """
         question = (question or "").strip()
         if not question:
