@@ -26,3 +26,20 @@ def test_few_viewpoints_are_all_listed(tmp_path, hash_embedder):
     rag.build([tmp_path / "corpus"], index=tmp_path / "index", embedder=hash_embedder, progress=False)
     answer = rag.open(tmp_path / "index", embedder=hash_embedder).ask("gardening")
     assert len(answer.viewpoints) == 4 and answer.more_viewpoints == 0
+
+
+def test_grouping_is_reused_per_version_and_redone_for_a_new_one(tmp_path, hash_embedder):
+    from rag.retrieve import group_chunks
+
+    _corpus(tmp_path / "corpus", 4)
+    rag.build([tmp_path / "corpus"], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    ix = rag.open(tmp_path / "index", embedder=hash_embedder)
+    snap = ix.snapshot()
+    assert group_chunks(snap, "viewpoint") is group_chunks(snap, "viewpoint")
+    only = rag.Filters(sources=("nowhere",))
+    assert group_chunks(snap, "viewpoint", only).labels == ()  # filters are part of the key
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "late.md").write_text("---\nviewpoint: side-late\n---\nA late piece on gardening.\n", encoding="utf-8")
+    ix.add([extra], progress=False)
+    assert "side-late" in {v.viewpoint for v in ix.ask("gardening").viewpoints}
