@@ -178,15 +178,16 @@ def _versions() -> dict[str, str]:
 
 def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode: str,
         remove: Sequence[str] = (), full: bool = False, dry_run: bool = False,
-        progress: bool = True, wait: float = 0.0) -> BuildReport:
-    """Plan and write one update under the writer lock."""
+        progress: bool = True, wait: float = 0.0, current: store.Snapshot | None = None) -> BuildReport:
+    """Plan and write one update under the writer lock. ``current`` is a version
+    the caller already has in memory: used as the base if it is still the live one."""
     from dataclasses import replace
 
     if mode != "remove" and not loaded.articles:
         reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
         raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
     with store.writer_lock(root, wait=wait):
-        old = _previous(root, embedder, settings, full, mode)
+        old = _previous(root, embedder, settings, full, mode, current)
         same_chunking = old.manifest.get("chunking") in (None, chunk_settings(settings, embedder))
         the_plan = plan(old, loaded, mode, remove, reuse_vectors=same_chunking and not full)
         report = the_plan.report
@@ -197,11 +198,17 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
         return replace(report, chunks=n_chunks, version=version)
 
 
-def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mode: str) -> store.Snapshot:
+def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mode: str,
+              current: store.Snapshot | None = None) -> store.Snapshot:
     """The version to update from (for a full build, only to report what changed);
     an empty one for a new index, or a full build over a broken one."""
     try:
-        old = store.load(root)
+        # A version folder never changes once written, and ``current`` was verified when
+        # loaded: if it is still live, reading and checking it again is wasted work.
+        if current is not None and not current.warning and store.current_version(root) == current.version:
+            old = current
+        else:
+            old = store.load(root)
     except IndexMissing:
         if mode != "build":
             raise

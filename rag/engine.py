@@ -160,7 +160,7 @@ class Index:
         return self._write(load(paths, fields), "build", full=full, dry_run=dry_run, progress=progress)
 
     def _write(self, loaded: Loaded, mode: str, **options) -> BuildReport:
-        return builder.run(self.root, loaded, self.embedder, self.settings, mode, **options)
+        return builder.run(self.root, loaded, self.embedder, self.settings, mode, current=self._snap, **options)
 
 
 def open(index: str | os.PathLike = "index", settings: Settings | None = None,

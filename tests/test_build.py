@@ -113,3 +113,30 @@ def test_empty_corpus_is_an_error_and_keeps_the_old_index(tmp_path, hash_embedde
         rag.build([empty], index=index, embedder=hash_embedder, progress=False)
     assert store.current_version(index) == before
     assert len(rag.open(index, embedder=hash_embedder).snapshot().articles) == 2
+
+
+def test_update_starts_from_the_loaded_version_without_reading_it_again(tmp_path, hash_embedder, monkeypatch):
+    index = tmp_path / "index"
+    rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    ix = rag.open(index, embedder=hash_embedder)
+    reads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    _article(extra, "one.md", "One more article on trade.")
+    assert ix.add([extra]).added == ("one",)
+    assert reads == []  # the live version was already in memory
+    assert {"one", "rt-putin-trump-call-a-success"} <= set(ix.snapshot().row_of)
+
+
+def test_update_from_a_stale_reader_keeps_what_another_writer_added(tmp_path, hash_embedder):
+    index = tmp_path / "index"
+    rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    stale, other = rag.open(index, embedder=hash_embedder), rag.open(index, embedder=hash_embedder)
+    for name, ix in (("first", other), ("second", stale)):
+        folder = tmp_path / name
+        folder.mkdir()
+        _article(folder, f"{name}.md", f"The {name} article on trade and tariffs.")
+        ix.add([folder])
+    assert {"first", "second"} <= set(rag.open(index, embedder=hash_embedder).snapshot().row_of)
