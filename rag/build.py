@@ -111,6 +111,7 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
         texts += [article.text[s.start:s.end] for s in sentences]
     vectors = embedder.encode(texts, progress=progress) if texts else np.zeros((0, embedder.dim), np.float32)
 
+    old_chunks_of = _rows_by_article(old.chunks) if reused else None
     chunk_rows, chunk_vecs, sentence_lists, sentence_vecs = [], [], [], []
     at = 0
     for row, article in enumerate(the_plan.articles):
@@ -124,9 +125,9 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
                              dtype=np.int64).reshape(-1, 5)
         else:  # reuse: copy its rows from the old version
             old_row = old.row_of[article.id]
-            mask = old.chunks[:, 0] == old_row
-            chunk_vecs.append(old_vectors[mask])
-            table = old.chunks[mask].copy()
+            rows = old_chunks_of(old_row)
+            chunk_vecs.append(old_vectors[rows])
+            table = old.chunks[rows]  # fancy indexing copies
             table[:, 0] = row
             first = old.sentence_start[old_row]
             sentences = old.sentences[old_row]
@@ -148,6 +149,19 @@ def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
                 "library": _versions(), "previous": old.version,
                 "articles": {a.id: a.content_hash for a in the_plan.articles}}
     return store.write(root, snap, manifest), len(snap.chunks)
+
+
+def _rows_by_article(chunks: np.ndarray):
+    """A lookup from article row to its chunk rows, built once: scanning the
+    whole chunk table for every reused article would cost articles x chunks."""
+    order = np.argsort(chunks[:, 0], kind="stable")
+    keys = chunks[order, 0]
+
+    def rows(article_row: int) -> np.ndarray:
+        lo, hi = np.searchsorted(keys, [article_row, article_row + 1])
+        return order[lo:hi]
+
+    return rows
 
 
 def _chunk_all(articles: Iterable[Article], embedder: Embedder, settings: Settings,
