@@ -43,6 +43,7 @@ class MiniLM:
     backend = "torch"  # recorded in the manifest; see default_embedder
     dim = 384
     max_tokens = 254  # 256 wordpieces less [CLS] and [SEP]
+    window = max_tokens + 2  # wordpieces the model sees, [CLS] and [SEP] included
 
     def __init__(self, batch_size: int = 32):
         self.batch_size = batch_size
@@ -79,6 +80,38 @@ class MiniLM:
                 self._model = SentenceTransformer(self._path, device="cpu")
             return self._model
 
+    @functools.cached_property
+    def _truncating_tokenizer(self):
+        # A copy of the tokenizer that adds [CLS]/[SEP] and cuts at the window, like
+        # sentence-transformers (chunking already keeps every chunk inside it).
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+        tokenizer.enable_truncation(self.window)
+        tokenizer.no_padding()
+        return tokenizer
+
+    def encode_chunks(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]],
+                      progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Chunk vectors and, from the same forward pass, the vectors of the spans
+        (sentences) inside each chunk; see ``OnnxMiniLM.encode_chunks``."""
+        model = self.model()
+        encodings = self._truncating_tokenizer.encode_batch(list(texts))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        pooled: list[np.ndarray] = []
+        step = self.batch_size * 16
+        with _progress(len(texts), "embedding", progress) as bar:
+            for at in range(0, len(texts), step):
+                part = list(texts[at:at + step])
+                tokens = model.encode(part, batch_size=self.batch_size, output_value="token_embeddings",
+                                      convert_to_numpy=False)
+                for n, hidden in enumerate(tokens, at):
+                    hidden = hidden.float().numpy()
+                    out[n] = normalized(hidden.mean(axis=0))
+                    pooled.append(pool_spans(hidden, encodings[n], spans[n]))
+                bar.update(len(part))
+        return out, pooled
+
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -93,6 +126,30 @@ class MiniLM:
                                                       convert_to_numpy=True)
                 bar.update(len(part))
         return out
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=-1, keepdims=True).clip(1e-12)
+
+
+def mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """sentence-transformers' Pooling(mean) then Normalize, over a padded batch."""
+    summed = np.einsum("btd,bt->bd", hidden, mask.astype(np.float32))
+    return normalized(summed / mask.sum(axis=1, keepdims=True))
+
+
+def pool_spans(hidden: np.ndarray, encoding, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """For each character span, the mean of the token vectors lying inside it,
+    normalized (a zero row when no token does). ``hidden`` is one text's token
+    vectors, ``encoding`` its tokenizer output (offsets, special-token mask)."""
+    offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+    plain = ~np.asarray(encoding.special_tokens_mask, dtype=bool) & (offsets[:, 1] > offsets[:, 0])
+    out = np.zeros((len(spans), hidden.shape[-1]), np.float32)
+    for n, (start, end) in enumerate(spans):
+        inside = plain & (offsets[:, 0] >= start) & (offsets[:, 1] <= end)
+        if inside.any():
+            out[n] = normalized(hidden[inside].mean(axis=0))
+    return out
 
 
 _WORD = re.compile(r"\w+|[^\w\s]")

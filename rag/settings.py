@@ -26,6 +26,10 @@ class Settings:
     group_by: str = "viewpoint"
     # Columns listed in full; the rest are counted in ``more_viewpoints``.
     max_viewpoints: int = 12
+    # Sentence vectors (the answer scorer's): "chunk" pools each sentence's token vectors
+    # from its chunk's forward pass (one model pass per chunk, about 6x fewer texts than
+    # encoding every sentence again); "separate" encodes each sentence on its own.
+    sentence_vectors: str = "chunk"
     # Articles embedded per model call batch.
     batch_size: int = 32
     # Embedding backend: onnx-int8 (fastest, default for new indexes), onnx-fp32 (= torch's
