@@ -33,6 +33,8 @@ FEATURES = ("sent_cos", "pass_cos", "nb_cos", "sent_idf", "pass_idf", "ctx_idf",
 SCORER_FILE = Path(__file__).with_name("scorer.json")
 SIDE_QUOTES = 3  # a side's decision weighs its best three quotes (see ``addresses``)
 SHORT_WORDS = 5  # a sentence shorter than this (or opening with a pronoun) is quoted with its lead
+# An adjacent sentence at least this probable (relative to the quote's own) joins the quote.
+PAIR_RATIO = 0.5
 DUPLICATE_COSINE = 0.95  # quotes this close say the same thing (syndicated copies, reprints)
 _NUMERIC_Q = re.compile(r"\b(how (many|much|long|old|far|large|big)|when|what (year|date|time|percentage)"
                         r"|which year|in what year|what (number|age)|how often)\b", re.I)
@@ -180,9 +182,16 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
     order = np.argsort(-probability, kind="stable")
     quotes: list[Quote] = []
     kept: list[int] = []  # sentence rows behind ``quotes``
+    chance = dict(zip(found.rows.tolist(), probability.tolist()))
     for i in order[:4 * k].tolist():  # duplicates further down would not be shown anyway
         row, chunk_row = int(found.rows[i]), int(found.chunk_rows[i])
-        quote = _quote(snap, row, chunk_row, float(probability[i]))
+        p = float(probability[i])
+        # An adjacent sentence that answers nearly as well joins the quote (the answer
+        # spans both). Only a less probable one: a more probable neighbour is quoted
+        # first, on its own merit, and takes this sentence along if it qualifies.
+        partner = max((row - 1, row + 1), key=lambda r: chance.get(r, 0.0))
+        pair = [partner] if PAIR_RATIO * p <= chance.get(partner, 0.0) <= p else []
+        quote = _quote(snap, row, chunk_row, p, pair)
         twin = _duplicate_of(snap, row, quote.text, kept, quotes)
         if twin is not None:  # same thing said again: cite its source on the kept quote
             if quote.doc_id != quotes[twin].doc_id and quote.doc_id not in quotes[twin].also_in:
@@ -210,17 +219,23 @@ def _duplicate_of(snap: Snapshot, row: int, text: str, kept: list[int], quotes: 
     return None
 
 
-def _quote(snap: Snapshot, row: int, chunk_row: int, score: float) -> Quote:
+def _quote(snap: Snapshot, row: int, chunk_row: int, score: float, pair: Sequence[int] = ()) -> Quote:
+    """The sentence at ``row``, with its lead when it needs one, and with the
+    adjacent sentence rows in ``pair`` (same article only)."""
     article_row, chunk_start, chunk_end = (int(v) for v in snap.chunks[chunk_row][:3])
     article = snap.articles[article_row]
-    index = row - int(snap.sentence_start[article_row])
-    span = snap.sentences[article_row][index]
-    start, text = span.start, article.text[span.start:span.end]
-    if index > 0 and (len(text.split()) < SHORT_WORDS or _ANAPHOR.match(text)):
-        start = snap.sentences[article_row][index - 1].start  # "Even ice hockey games." needs its lead
-    return Quote(text=article.text[start:span.end], score=round(score, 4), doc_id=article.id,
-                 title=article.title, source=article.source, start=start, end=span.end,
-                 passage=article.text[min(start, chunk_start):max(span.end, chunk_end)],
+    base = int(snap.sentence_start[article_row])
+    spans = snap.sentences[article_row]
+    index = row - base
+    span = spans[index]
+    start, end, text = span.start, span.end, article.text[span.start:span.end]
+    if index > 0 and (len(text.split()) < SHORT_WORDS or _ANAPHOR.match(text) or row - 1 in pair):
+        start = spans[index - 1].start  # "Even ice hockey games." needs its lead
+    if index + 1 < len(spans) and row + 1 in pair:
+        end = spans[index + 1].end
+    return Quote(text=article.text[start:end], score=round(score, 4), doc_id=article.id,
+                 title=article.title, source=article.source, start=start, end=end,
+                 passage=article.text[min(start, chunk_start):max(end, chunk_end)],
                  date=article.date, url=article.url)
 
 

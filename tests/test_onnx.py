@@ -162,3 +162,69 @@ def test_int8_index_records_its_embedder_and_is_asked_with_it(tmp_path, onnx_mod
     assert "concessions" in top["pro-Russia"]
     with pytest.raises(RagError, match="rebuild with rag build --full"):
         rag.open(folder, embedder=model)  # fp32 queries against int8 vectors: refused, not mixed
+
+
+# ---- sentence vectors from the chunk's own forward pass ----------------------
+
+CHUNK = ("Putin agreed only to a limited ceasefire. He refused the full one that Kyiv had accepted. "
+         "The call lasted about ninety minutes.")
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    from rag.chunk import split_sentences
+
+    return [(s.start, s.end) for s in split_sentences(text)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fp32", "int8", "torch"])
+def test_encode_chunks_gives_the_chunk_vector_and_one_vector_per_sentence(model, onnx_models, backend):
+    embedder = model if backend == "torch" else onnx_models[backend]
+    texts = [CHUNK, SENTENCES[3]]
+    spans = [_sentence_spans(CHUNK), [(0, len(SENTENCES[3]))]]
+    chunks, pooled = embedder.encode_chunks(texts, spans)
+    np.testing.assert_allclose(chunks, embedder.encode(texts), atol=2e-5)  # the same forward pass
+    assert [p.shape for p in pooled] == [(3, 384), (1, 384)]
+    np.testing.assert_allclose(np.linalg.norm(pooled[0], axis=1), 1.0, atol=1e-5)
+    # each sentence's pooled vector is nearest to that sentence encoded alone
+    alone = embedder.encode([CHUNK[s:e] for s, e in spans[0]])
+    assert ((pooled[0] @ alone.T).argmax(axis=1) == np.arange(3)).all()
+    # a span covering the whole text pools every token but [CLS]/[SEP]: close to the text's vector
+    assert float(pooled[1][0] @ chunks[1]) > 0.97
+
+
+@pytest.mark.slow
+def test_torch_and_onnx_fp32_pool_the_same_sentence_vectors(model, onnx_models):
+    spans = [_sentence_spans(CHUNK)]
+    _, torch_pooled = model.encode_chunks([CHUNK], spans)
+    _, onnx_pooled = onnx_models["fp32"].encode_chunks([CHUNK], spans)
+    assert (torch_pooled[0] * onnx_pooled[0]).sum(axis=1).min() > 0.9999
+
+
+@pytest.mark.slow
+def test_build_embeds_each_chunk_once_and_no_sentence_alone(tmp_path, onnx_models):
+    """The default sentence_vectors="chunk": the model sees chunks only, and the
+    stored sentence vectors are the pooled ones (one per sentence, unit length)."""
+    import rag
+    from rag.build import chunk_settings
+
+    embedder = onnx_models["int8"]
+    seen = []
+    original = embedder.encode_chunks
+
+    def counting(texts, spans, progress=False):
+        seen.extend(texts)
+        return original(texts, spans, progress)
+
+    embedder.encode_chunks = counting
+    embedder.encode = lambda texts, progress=False: pytest.fail(f"encoded alone: {texts[:2]}")
+    try:
+        rag.build([SEEDS], index=tmp_path / "index", embedder=embedder, progress=False)
+    finally:
+        del embedder.encode_chunks, embedder.encode
+    snap = rag.open(tmp_path / "index", embedder=embedder).snapshot()
+    assert len(seen) == len(snap.chunks)
+    assert len(snap.sentence_vectors) == sum(len(s) for s in snap.sentences)
+    np.testing.assert_allclose(np.linalg.norm(snap.sentence_vectors.astype(np.float32), axis=1), 1.0, atol=2e-3)
+    assert snap.manifest["chunking"] == chunk_settings(rag.Settings(), embedder)
+    assert snap.manifest["chunking"]["sentence_vectors"] == "chunk"

@@ -73,6 +73,51 @@ def test_near_duplicates_are_quoted_once_with_their_other_sources(small_index):
     assert set(wire[0].also_in) | {wire[0].doc_id} == {"left-a", "left-b"}
 
 
+def test_an_adjacent_sentence_that_answers_nearly_as_well_joins_the_quote(small_index, monkeypatch):
+    """Two adjacent sentences that both answer are quoted together, verbatim; a
+    neighbour far less probable, or more probable (quoted first on its own), is not."""
+    from rag import answer
+
+    snap = small_index.snapshot()
+    row = snap.row_of["left-a"]
+    first = int(snap.sentence_start[row])
+    chunk_row = int(np.flatnonzero(snap.chunks[:, 0] == row)[0])
+    article = snap.articles[row]
+    pair = answer._quote(snap, first, chunk_row, 0.9, [first + 1])
+    assert pair.text == article.text[pair.start:pair.end] == article.text.strip()
+    alone = answer._quote(snap, first, chunk_row, 0.9)
+    assert alone.text.startswith("The senate") and alone.text.endswith("Tuesday.")
+
+    real_candidates, seen = answer.candidates, {}
+
+    def recording(snap, *args):
+        found = real_candidates(snap, *args)
+        seen["rows"] = found.rows
+        return found
+
+    def scored(by_text):  # a probability per sentence of left-a, by its opening word
+        def probability(self, features):
+            where = [_where(snap, int(r)) for r in seen["rows"]]
+            return np.array([by_text.get(answer._text(snap, a, i).split()[0], 0.01)
+                             if snap.articles[a].id == "left-a" else 0.01 for a, i in where])
+        monkeypatch.setattr(answer, "candidates", recording)
+        monkeypatch.setattr(answer.Scorer, "probability", probability)
+        answers = next(v for v in small_index.ask("Which bill did the senate pass?").viewpoints
+                       if v.viewpoint == "left").answers
+        return [q.text for q in answers]
+
+    both = "The senate passed the infrastructure bill by a vote of 69 to 30 on Tuesday. " \
+           "Democrats praised the spending on transit."
+    assert both in scored({"The": 0.9, "Democrats": 0.6})  # nearly as probable: joins
+    assert both not in scored({"The": 0.9, "Democrats": 0.1})  # far less: quoted alone
+    assert both not in scored({"The": 0.3, "Democrats": 0.9})  # more probable neighbour leads, alone
+
+
+def _where(snap, row: int) -> tuple[int, int]:
+    article_row = int(np.searchsorted(snap.sentence_start, row, side="right") - 1)
+    return article_row, row - int(snap.sentence_start[article_row])
+
+
 def test_a_question_in_the_text_is_not_quoted_as_its_answer(tmp_path, hash_embedder):
     docs = tmp_path / "docs"
     docs.mkdir()
