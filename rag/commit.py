@@ -1,31 +1,32 @@
 """Commit: write a new index version beside the live one and switch to it
-atomically; one writer at a time; clean up what crashed writers left.
+atomically; one writer at a time; clean up what crashed writers left and the
+segments no kept version uses.
 
-The order is what makes a crash harmless: the version is written under a
-temporary name and fsynced, renamed into place (a name CURRENT does not
-mention yet), the folder fsynced, and only then CURRENT is replaced (write,
-fsync, ``os.replace``, fsync the folder). Until that last rename, readers and
-the next writer see the old version; after it, the new one.
+The order is what makes a crash harmless: each new segment is written under a
+temporary name, fsynced and renamed into place (a name no version mentions
+yet); then the version's manifest likewise; and only then CURRENT is replaced
+(write, fsync, ``os.replace``, fsync the folder). Until that last rename,
+readers and the next writer see the old version; after it, the new one.
+Segments are never changed once renamed into place, so versions share them.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-import numpy as np
-
+from . import segment as seg
 from .errors import IndexBusy, IndexCorrupt, IndexMissing, RagError
-from .index import FORMAT, Snapshot, list_versions, read_pointer
+from .index import list_versions, read_pointer
+from .manifest import FORMAT, SEGMENT_NAME
+from .segment import Part
 
 
 @contextlib.contextmanager
@@ -60,33 +61,47 @@ def writer_lock(root: Path, wait: float = 0.0) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write(root: Path, snap: Snapshot, manifest: dict) -> str:
-    """Write ``snap`` as a new version and make it live; return its name.
-    Call under ``writer_lock``. ``manifest["previous"]`` names the version it
-    was built from, kept (with the new one) when old versions are dropped."""
+def write(root: Path, manifest: dict, segments: Sequence[Part | dict]) -> str:
+    """Make a new version of ``segments`` in order live; return its name. A
+    ``Part`` is written as a new segment; a dict is the manifest entry of a
+    segment already on disk (kept as is, with its ``deleted`` ids updated by
+    the caller). ``manifest`` carries the live ``counts`` and ``previous``,
+    the version it was built from, kept (with the new one) when old versions
+    are dropped. Call under ``writer_lock``."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    folder = root / "segments"
+    folder.mkdir(parents=True, exist_ok=True)
     live = _live(root)
     _clean_leftovers(root, live)
     versions = list_versions(root)
     version = f"v{int(versions[-1][1:]) + 1 if versions else 1:06d}"
     previous = manifest.get("previous") or live
+    number = max((int(p.name[1:]) for p in folder.glob("s[0-9]*") if SEGMENT_NAME.match(p.name)), default=0)
     temp = root / f".tmp-{version}-{os.getpid()}"
+    written: list[Path] = []
     try:
-        temp.mkdir()
-        files = _write_files(temp, snap)
-        manifest = dict(manifest, format=FORMAT, version=version, previous=previous, files=files,
-                        counts={"articles": len(snap.articles), "chunks": len(snap.chunks),
-                                "vectors": snap.chunk_index.ntotal,
-                                "sentences": sum(len(s) for s in snap.sentences),
-                                "sentence_vectors": len(snap.sentence_vectors)})
+        entries = []
+        for item in segments:
+            if isinstance(item, dict):
+                entries.append(item)
+                continue
+            number += 1
+            name = f"s{number:06d}"
+            entries.append({"name": name, "counts": item.counts(), "deleted": [],
+                            "files": _write_segment(folder, name, item)})
+            written.append(folder / name)
+        if written:
+            _fsync_dir(folder)
+        manifest = dict(manifest, format=FORMAT, version=version, previous=previous, segments=entries)
         manifest_bytes = json.dumps(manifest, indent=1, ensure_ascii=False).encode("utf-8")
+        temp.mkdir()
         _write_durably(temp / "manifest.json", manifest_bytes)
         _fsync_dir(temp)
         os.rename(temp, root / version)
         _fsync_dir(root)
     except OSError as err:  # e.g. a full disk: nothing was switched, the live version stands
-        shutil.rmtree(temp, ignore_errors=True)
+        for path in [temp, *written, *folder.glob(f".tmp-*-{os.getpid()}")]:
+            shutil.rmtree(path, ignore_errors=True)
         raise RagError(f"{root}: could not write a new version ({err.strerror or err}); "
                        "the index is as it was") from None
     pointer = f"{version} {hashlib.sha256(manifest_bytes).hexdigest()}\n"
@@ -94,7 +109,20 @@ def write(root: Path, snap: Snapshot, manifest: dict) -> str:
     os.replace(root / "CURRENT.tmp", root / "CURRENT")  # the commit point
     _fsync_dir(root)
     _drop_old_versions(root, keep={version, previous} - {""})
+    _collect_segments(root)
     return version
+
+
+def _write_segment(folder: Path, name: str, part: Part) -> dict[str, dict]:
+    """Write one segment durably under its final name; return each file's sha256 and size."""
+    temp = folder / f".tmp-{name}-{os.getpid()}"
+    temp.mkdir()
+    blobs = seg.encode(part)
+    for file, data in blobs.items():
+        _write_durably(temp / file, data)
+    _fsync_dir(temp)
+    os.rename(temp, folder / name)
+    return {file: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for file, data in blobs.items()}
 
 
 def _live(root: Path) -> str:
@@ -103,31 +131,6 @@ def _live(root: Path) -> str:
         return read_pointer(root)[0]
     except (IndexMissing, IndexCorrupt):
         return ""
-
-
-def _write_files(folder: Path, snap: Snapshot) -> dict[str, dict]:
-    """Write the data files; return each one's sha256 and size for the manifest."""
-    import faiss
-
-    lines = io.StringIO()
-    for article, spans in zip(snap.articles, snap.sentences):
-        record = asdict(article)
-        record["sentences"] = [[s.start, s.end] for s in spans]
-        lines.write(json.dumps(record, ensure_ascii=False) + "\n")
-    blobs = {"articles.jsonl": lines.getvalue().encode("utf-8"),
-             "chunks.npy": _npy_bytes(snap.chunks.astype(np.int64)),
-             "sentences.npy": _npy_bytes(snap.sentence_vectors.astype(np.float16)),
-             "chunks.faiss": faiss.serialize_index(snap.chunk_index).tobytes()}
-    for name, data in blobs.items():
-        _write_durably(folder / name, data)
-    return {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-            for name, data in blobs.items()}
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -147,15 +150,17 @@ def _fsync_dir(folder: Path) -> None:
 
 def _clean_leftovers(root: Path, live: str) -> None:
     """Remove what a crashed writer left. Only the lock holder writes, so a
-    temporary folder, a CURRENT.tmp, or a version newer than the live one
-    (renamed into place, never named in CURRENT) is debris no reader uses."""
-    for temp in root.glob(".tmp-*"):
+    temporary folder, a CURRENT.tmp, a version newer than the live one
+    (renamed into place, never named in CURRENT), or a segment that no
+    version lists is debris no reader uses."""
+    for temp in [*root.glob(".tmp-*"), *(root / "segments").glob(".tmp-*")]:
         shutil.rmtree(temp, ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
         (root / "CURRENT.tmp").unlink()
     if live and (root / live).is_dir():
         for orphan in (v for v in list_versions(root) if v > live):
             shutil.rmtree(root / orphan, ignore_errors=True)
+    _collect_segments(root)
 
 
 def _drop_old_versions(root: Path, keep: set[str]) -> None:
@@ -170,3 +175,20 @@ def _drop_old_versions(root: Path, keep: set[str]) -> None:
         except OSError as err:  # e.g. permissions; harmless, tried again next time
             print(f"rag: could not remove old version {root / old}: {err}", file=sys.stderr)
 
+
+def _collect_segments(root: Path) -> None:
+    """Remove the segments no version folder lists. A version whose manifest
+    cannot be read might list any of them: then nothing is removed this time."""
+    used: set[str] = set()
+    for version in list_versions(root):
+        try:
+            manifest = json.loads((root / version / "manifest.json").read_bytes())
+            used.update(s["name"] for s in manifest.get("segments", ()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return
+    for path in (root / "segments").glob("s[0-9]*"):
+        if SEGMENT_NAME.match(path.name) and path.name not in used:
+            try:
+                shutil.rmtree(path)
+            except OSError as err:  # harmless, tried again next time
+                print(f"rag: could not remove unused segment {path}: {err}", file=sys.stderr)

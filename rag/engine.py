@@ -49,7 +49,7 @@ class Index:
         stamp = self._current_stamp()
         with self._lock:
             if self._snap is None or stamp != self._stamp:
-                snap = store.load(self.root)
+                snap = store.load(self.root, reuse=self._snap)  # reads only segments it lacks
                 if snap.warning:
                     print(f"rag: warning: {snap.warning}", file=sys.stderr)
                 self._check_model(snap)
@@ -130,7 +130,7 @@ class Index:
         for article in snap.articles:
             label = article.group(self.settings.group_by)
             groups[label] = groups.get(label, 0) + 1
-        size = sum(f["size"] for f in snap.manifest.get("files", {}).values())
+        size = store.size_of(snap.manifest)
         return {"index": str(self.root), "version": snap.version, "model": snap.manifest.get("model"),
                 "dim": snap.manifest.get("dim"), "chunking": snap.manifest.get("chunking"),
                 "articles": len(snap.articles), "chunks": len(snap.chunks),

@@ -1,31 +1,32 @@
-"""Index: the on-disk, versioned FAISS index.
+"""Index: the on-disk, versioned FAISS index, read and verified.
 
 Layout of an index folder::
 
     index/
       CURRENT          "v000007 <sha256 of its manifest.json>": the live version
       lock             held by the one writer
-      v000007/         one complete version
-        manifest.json  format, model, dimension, chunk settings, counts,
-                       sha256 and size of every file, article content hashes,
-                       the version it replaced
-        articles.jsonl one article a line: metadata, text, sentence spans
-        chunks.npy     int64 rows: article row, start, end, first/last sentence
-        chunks.faiss   chunk vectors (inner product on normalized vectors)
-        sentences.npy  float16 sentence vectors, each article's rows contiguous
+      v000007/
+        manifest.json  format, model, dimension, chunk settings, chunk index kind,
+                       live counts, the version it replaced, and its segments in
+                       order: each one's name, row counts, sha256 and size of
+                       every file, and the ids of its articles this version no
+                       longer serves (removed, or replaced in a newer segment)
+      segments/
+        s000003/       immutable rows of some articles (segment.py): articles.jsonl,
+                       chunks.npy, vectors.npy, sentences.npy (+ IVF lists)
 
-A version is written beside the live one under a temporary name, fsynced,
-renamed into place, and only then named in CURRENT (write, fsync,
-os.replace, fsync the folder): a crash at any moment leaves the last good
-version usable. Every byte a reader uses is covered by a checksum: the data
-files by the manifest, the manifest by CURRENT. Writing lives in commit.py.
+Versions share segments: an update writes only a small new segment and a new
+manifest (assemble.py, commit.py). Every byte a reader uses is covered by a
+checksum: the manifest by CURRENT, each segment file by the manifest. A
+version is written beside the live one, fsynced, renamed into place, and only
+then named in CURRENT: a crash at any moment leaves the last good version
+usable. Loading joins the segments' live rows into one ``Snapshot`` with
+global row numbers; a loader given the snapshot it already holds (``reuse``)
+takes the segments it has from memory and reads only the new ones.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -33,11 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import ann
+from . import segment as seg
 from .errors import IndexCorrupt, IndexMissing
+from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_manifest  # noqa: F401
+from .segment import FILES, Part, Segment  # noqa: F401  (FILES: the files of a segment)
 from .types import Article, Span
 
-FORMAT = 1
-FILES = ("articles.jsonl", "chunks.npy", "chunks.faiss", "sentences.npy")
 _VERSION = re.compile(r"v[0-9]{6,}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
@@ -56,6 +59,7 @@ class Snapshot:
     manifest: dict = field(default_factory=dict)
     version: str = ""
     warning: str = ""  # set when the live version was bad and an older one was loaded
+    segments: tuple[Segment, ...] = ()  # where each segment's live rows sit, in order
 
     def __post_init__(self) -> None:
         counts = np.array([len(s) for s in self.sentences], dtype=np.int64)
@@ -68,6 +72,18 @@ class Snapshot:
         n = self.chunk_index.ntotal
         return self.chunk_index.reconstruct_n(0, n) if n else np.zeros((0, self.dim), np.float32)
 
+    def part(self, segment: Segment, vectors: np.ndarray | None = None,
+             lists: np.ndarray | None = None, centroids: np.ndarray | None = None) -> Part:
+        """The live rows of one of its segments, as views (no copy). ``vectors``,
+        ``lists`` and ``centroids`` are those of the whole chunk index, when the
+        caller has them at hand (``ann.vectors_of`` and friends)."""
+        a, c, s = segment.articles, segment.chunks, segment.sentences
+        vectors = ann.vectors_of(self.chunk_index) if vectors is None else vectors
+        chunks = self.chunks[c.start:c.stop] - np.array([a.start, 0, 0, 0, 0], dtype=np.int64)
+        return Part(self.articles[a.start:a.stop], self.sentences[a.start:a.stop], chunks,
+                    vectors[c.start:c.stop], self.sentence_vectors[s.start:s.stop],
+                    None if lists is None else lists[c.start:c.stop], centroids)
+
     @property
     def dim(self) -> int:
         return int(self.manifest.get("dim", self.sentence_vectors.shape[1]))
@@ -78,6 +94,11 @@ def empty_snapshot(dim: int) -> Snapshot:
 
     return Snapshot([], [], np.zeros((0, 5), np.int64), faiss.IndexFlatIP(dim),
                     np.zeros((0, dim), np.float16), manifest={"dim": dim})
+
+
+def size_of(manifest: dict) -> int:
+    """Bytes of the segment files a version uses."""
+    return sum(f["size"] for s in manifest.get("segments", ()) for f in s["files"].values())
 
 
 # ---- the pointer -------------------------------------------------------------
@@ -111,9 +132,11 @@ def list_versions(root: Path) -> list[str]:
 
 # ---- reading -----------------------------------------------------------------
 
-def load(root: str | os.PathLike, verify: bool = True) -> Snapshot:
+def load(root: str | os.PathLike, verify: bool = True, reuse: Snapshot | None = None) -> Snapshot:
     """Load the live version; if it fails its checks, the newest older version
-    that passes, with ``Snapshot.warning`` saying so.
+    that passes, with ``Snapshot.warning`` saying so. Segments that ``reuse``
+    (a snapshot loaded earlier) already holds are taken from it, not read
+    again; ``reuse`` itself is returned if it is still the live version.
 
     >>> load("no-such-index")
     Traceback (most recent call last):
@@ -124,147 +147,134 @@ def load(root: str | os.PathLike, verify: bool = True) -> Snapshot:
         try:
             live, sha = read_pointer(root)
         except IndexCorrupt as err:  # which version was live is unknown: the newest good one
-            return _fallback(root, err, list_versions(root), "")
+            return _fallback(root, err, list_versions(root), "", reuse)
         try:
-            return load_version(root, live, verify, sha)
+            return load_version(root, live, verify, sha, reuse)
         except IndexCorrupt as err:
             with contextlib.suppress(IndexCorrupt, IndexMissing):
                 if read_pointer(root) != (live, sha):
                     continue  # a writer switched versions while we read (and dropped ours): reload
-            return _fallback(root, err, [v for v in list_versions(root) if v < live], sha)
+            return _fallback(root, err, [v for v in list_versions(root) if v < live], sha, reuse)
     raise IndexCorrupt(f"{root}: the live version keeps changing while it is read; try again")
 
 
-def _fallback(root: Path, err: IndexCorrupt, candidates: list[str], sha: str) -> Snapshot:
+def _fallback(root: Path, err: IndexCorrupt, candidates: list[str], sha: str, reuse: Snapshot | None) -> Snapshot:
     # The version whose manifest CURRENT vouches for first (only its name was damaged), then newest first.
     candidates = sorted(candidates, key=lambda v: (bool(sha) and manifest_sha(root / v) == sha, v))
     for older in reversed(candidates):
         with contextlib.suppress(IndexCorrupt):
-            snap = load_version(root, older)
+            snap = load_version(root, older, reuse=reuse)
             return replace(snap, warning=f"{err}; using the previous version {older} instead")
     raise IndexCorrupt(f"{err}; no older good version to fall back to: rebuild with rag build --full")
 
 
-def load_version(root: Path, version: str, verify: bool = True, expected_sha: str = "") -> Snapshot:
-    """Load one version. Each file is read once, and the very bytes parsed are
-    the bytes checked against the manifest (no check-then-read gap)."""
-    import faiss
-
-    folder = Path(root) / version
-    manifest = read_manifest(folder, expected_sha)
-    blobs = {}
-    for name in FILES:
-        blobs[name] = _read(folder / name)
-        problem = _file_problem(blobs[name], manifest["files"][name]) if verify else ""
-        if problem:
-            raise IndexCorrupt(f"{folder / name}: {problem}")
+def load_version(root: Path, version: str, verify: bool = True, expected_sha: str = "",
+                 reuse: Snapshot | None = None) -> Snapshot:
+    """Load one version. Each segment file is read once, and the very bytes
+    parsed are the bytes checked against the manifest (no check-then-read gap).
+    A segment found in ``reuse`` with the same files (same checksums: segments
+    never change) and no row it lacks is taken from memory instead."""
+    root = Path(root)
+    manifest = read_manifest(root / version, expected_sha)
+    if reuse is not None and reuse.version == version and reuse.manifest == manifest:
+        return replace(reuse, warning="") if reuse.warning else reuse  # the same object keeps its caches
+    dim, kind = manifest["dim"], manifest["chunk_index"]
+    nlist = kind["nlist"] if kind["type"] == "ivf-flat" else None
+    held = _reusable(reuse, dim, nlist)
+    parts = []
+    for entry in manifest["segments"]:
+        deleted = frozenset(entry["deleted"])
+        mine = held(entry)
+        if mine is None:
+            part = read_segment(root / "segments" / entry["name"], entry, dim, nlist, verify)
+        else:
+            part = mine[0]
+            deleted = deleted - mine[1]  # rows the held snapshot already left out
+        parts.append(part.without(deleted))
     try:
-        articles, sentences = _parse_articles(blobs["articles.jsonl"])
-        chunks = np.load(io.BytesIO(blobs["chunks.npy"]), allow_pickle=False)
-        sentence_vectors = np.load(io.BytesIO(blobs["sentences.npy"]), allow_pickle=False)
-        chunk_index = faiss.deserialize_index(np.frombuffer(blobs["chunks.faiss"], dtype=np.uint8))
-    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise IndexCorrupt(f"{folder}: unreadable: {reason}") from None
-    snap = Snapshot(articles, sentences, chunks, chunk_index, sentence_vectors, manifest, version)
+        snap = _assemble(parts, manifest, version, nprobe=kind.get("nprobe", 1))
+    except (ValueError, RuntimeError) as err:
+        raise IndexCorrupt(f"{root / version}: segments do not fit together ({err})") from None
     problem = _check_counts(snap)
     if problem:
-        raise IndexCorrupt(f"{folder}: {problem}")
+        raise IndexCorrupt(f"{root / version / 'manifest.json'}: {problem}")
     return snap
 
 
-def read_manifest(folder: Path, expected_sha: str = "") -> dict:
-    """The version's manifest, checked against CURRENT's checksum when given
-    and for the shape every reader relies on."""
-    path = folder / "manifest.json"
-    raw = _read(path, gone="CURRENT names a version that is gone" if not folder.exists() else "missing")
-    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
-        raise IndexCorrupt(f"{path}: does not match the checksum in CURRENT (corrupted or edited)")
+def _reusable(reuse: Snapshot | None, dim: int, nlist: int | None):
+    """A lookup: manifest entry -> (its live rows from ``reuse``, the ids
+    ``reuse`` already left out), or None when the segment must be read."""
+    if reuse is None or not reuse.segments or reuse.dim != dim:
+        return lambda entry: None
+    by_name = {s.name: s for s in reuse.segments}
+    centroids = ann.centroids_of(reuse.chunk_index)
+    if (None if centroids is None else len(centroids)) != nlist:
+        return lambda entry: None
+    whole: dict = {}
+
+    def held(entry: dict):
+        mine = by_name.get(entry["name"])
+        if mine is None or mine.files != entry["files"] or not mine.deleted <= set(entry["deleted"]):
+            return None
+        if not whole:  # the whole chunk index once, only if some segment is reused
+            whole.update(vectors=ann.vectors_of(reuse.chunk_index), lists=ann.lists_of(reuse.chunk_index))
+        return reuse.part(mine, whole["vectors"], whole["lists"], centroids), mine.deleted
+
+    return held
+
+
+def read_segment(folder: Path, entry: dict, dim: int, nlist: int | None, verify: bool = True) -> Part:
+    """One segment's rows, its files checked against ``entry`` (from the manifest)."""
+    blobs = {}
+    for name in entry["files"]:
+        blobs[name] = read_file(folder / name)
+        problem = file_problem(blobs[name], entry["files"][name]) if verify else ""
+        if problem:
+            raise IndexCorrupt(f"{folder / name}: {problem}")
     try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as err:
-        raise IndexCorrupt(f"{path}: unreadable ({err})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise IndexCorrupt(f"{path}: unknown format {found!r} (this rag reads format {FORMAT});"
-                           " rebuild with rag build --full")
-    files, counts = manifest.get("files"), manifest.get("counts")
-    ok = (isinstance(files, dict) and isinstance(counts, dict) and isinstance(manifest.get("dim"), int)
-          and all(isinstance(files.get(n), dict) and isinstance(files[n].get("size"), int)
-                  and isinstance(files[n].get("sha256"), str) for n in FILES))
-    if not ok:
-        raise IndexCorrupt(f"{path}: malformed (files, counts or dim missing)")
-    return manifest
+        part = seg.decode(blobs)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise IndexCorrupt(f"{folder}: unreadable: {reason}") from None
+    problem = part.problem(entry["counts"], dim, nlist)
+    if problem:
+        raise IndexCorrupt(f"{folder}: {problem}")
+    return part
 
 
-def _read(path: Path, gone: str = "missing") -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise IndexCorrupt(f"{path}: {gone}") from None
-    except OSError as err:
-        raise IndexCorrupt(f"{path}: unreadable ({err.strerror})") from None
-
-
-def _file_problem(data: bytes, expected: dict) -> str:
-    if len(data) != expected["size"]:
-        return f"has {len(data)} bytes, the manifest says {expected['size']} (truncated or appended to)"
-    if hashlib.sha256(data).hexdigest() != expected["sha256"]:
-        return "fails its checksum (corrupted)"
-    return ""
-
-
-def manifest_sha(folder: Path) -> str:
-    """sha256 of a version's manifest: what CURRENT records beside its name."""
-    try:
-        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
-    except OSError:
-        return ""
+def _assemble(parts: list[Part], manifest: dict, version: str, nprobe: int) -> Snapshot:
+    """One snapshot from the segments' live rows, in order: global row numbers and one chunk index."""
+    dim = manifest["dim"]
+    joined = seg.concat(parts, dim, vectors=False)
+    centroids = joined.centroids
+    if any(p.centroids is not None and not np.array_equal(p.centroids, centroids) for p in parts):
+        raise ValueError("their IVF centroids differ")
+    index = ann.assemble(dim, [p.vectors for p in parts], [p.lists for p in parts], centroids, nprobe)
+    segments, at = [], np.zeros(3, np.int64)
+    for entry, part in zip(manifest["segments"], parts):
+        size = np.array([len(part.articles), len(part.chunks), len(part.sentence_vectors)])
+        end = at + size
+        segments.append(Segment(entry["name"], entry["files"], frozenset(entry["deleted"]),
+                                *(range(int(a), int(b)) for a, b in zip(at, end))))
+        at = end
+    return Snapshot(joined.articles, joined.sentences, joined.chunks, index, joined.sentence_vectors,
+                    manifest, version, segments=tuple(segments))
 
 
 def _check_counts(snap: Snapshot) -> str:
-    """Do the parts agree with the manifest and with each other? Rows that
-    point outside their article would cite the wrong text: refuse them."""
+    """Do the joined rows agree with the manifest's live counts? (Each segment's
+    own rows were checked against its entry when it was read.)"""
     m = snap.manifest
-    n_sent = sum(len(s) for s in snap.sentences)
-    facts = {"articles": len(snap.articles), "chunks": len(snap.chunks),
-             "vectors": snap.chunk_index.ntotal, "sentences": n_sent,
-             "sentence_vectors": len(snap.sentence_vectors)}
+    facts = {"articles": len(snap.articles), "chunks": len(snap.chunks), "vectors": snap.chunk_index.ntotal,
+             "sentences": sum(len(s) for s in snap.sentences), "sentence_vectors": len(snap.sentence_vectors)}
     for key, value in facts.items():
         if m["counts"].get(key) != value:
             return f"{key}: found {value}, the manifest says {m['counts'].get(key)}"
     if snap.chunk_index.d != m["dim"] or snap.sentence_vectors.shape[1:] != (m["dim"],):
         return f"vector dimension does not match the manifest's {m['dim']}"
-    if len(snap.chunks) != snap.chunk_index.ntotal:
-        return "chunk records and vectors differ in number"
-    if len(snap.chunks):
-        c = snap.chunks
-        if c.ndim != 2 or c.shape[1] != 5:
-            return f"chunks.npy has shape {c.shape}, not (n, 5)"
-        rows = c[:, 0]
-        if rows.min() < 0 or rows.max() >= len(snap.articles):
-            return "a chunk points at no article"
-        lengths = np.array([len(a.text) for a in snap.articles], dtype=np.int64)[rows]
-        n_sentences = np.array([len(s) for s in snap.sentences], dtype=np.int64)[rows]
-        if not (np.all((0 <= c[:, 1]) & (c[:, 1] < c[:, 2]) & (c[:, 2] <= lengths))
-                and np.all((0 <= c[:, 3]) & (c[:, 3] <= c[:, 4]) & (c[:, 4] < n_sentences))):
-            return "a chunk's span or sentences lie outside its article"
+    if len(snap.row_of) != len(snap.articles):
+        return "an article id is live in two segments"
     return ""
-
-
-def _parse_articles(data: bytes) -> tuple[list[Article], list[tuple[Span, ...]]]:
-    articles, sentences = [], []
-    for line in data.split(b"\n"):  # b"\n" only: U+2028 may appear raw inside a record
-        if not line:
-            continue
-        record = json.loads(line)
-        article = Article(**{k: v for k, v in record.items() if k != "sentences"})
-        spans = tuple(Span(int(s), int(e)) for s, e in record["sentences"])
-        if any(not 0 <= s.start < s.end <= len(article.text) for s in spans):
-            raise ValueError(f"article {article.id!r}: a sentence span lies outside its text")
-        articles.append(article)
-        sentences.append(spans)
-    return articles, sentences
 
 
 # ---- checking ----------------------------------------------------------------
@@ -273,23 +283,24 @@ def check_version(root: Path, version: str) -> list[str]:
     """Every problem found with one version, for ``rag check``; each names its file.
     A live version with problems also says which older version readers use instead."""
     root = Path(root)
-    folder = root / version
     live, sha = (None, "")
     with contextlib.suppress(IndexCorrupt, IndexMissing):
         live, sha = read_pointer(root)
     try:
-        manifest = read_manifest(folder, sha if version == live else "")
+        manifest = read_manifest(root / version, sha if version == live else "")
     except IndexCorrupt as err:
         problems = [str(err)]
     else:
         problems = []
-        for name in FILES:
-            try:
-                problem = _file_problem(_read(folder / name), manifest["files"][name])
-            except IndexCorrupt as err:
-                problem = str(err).rpartition(": ")[2]
-            if problem:
-                problems.append(f"{folder / name}: {problem}")
+        for entry in manifest["segments"]:
+            folder = root / "segments" / entry["name"]
+            for name, expected in entry["files"].items():
+                try:
+                    problem = file_problem(read_file(folder / name), expected)
+                except IndexCorrupt as err:
+                    problem = str(err).rpartition(": ")[2]
+                if problem:
+                    problems.append(f"{folder / name}: {problem}")
         if not problems:
             try:
                 load_version(root, version, verify=False)

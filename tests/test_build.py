@@ -120,14 +120,16 @@ def test_update_starts_from_the_loaded_version_without_reading_it_again(tmp_path
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     ix = rag.open(index, embedder=hash_embedder)
     reads = []
-    real_load = store.load
-    monkeypatch.setattr(store, "load", lambda *a, **k: reads.append(a) or real_load(*a, **k))
+    real_read = store.read_segment
+    monkeypatch.setattr(store, "read_segment",
+                        lambda folder, *a, **k: reads.append(folder.name) or real_read(folder, *a, **k))
     extra = tmp_path / "extra"
     extra.mkdir()
     _article(extra, "one.md", "One more article on trade.")
     assert ix.add([extra]).added == ("one",)
     assert reads == []  # the live version was already in memory
     assert {"one", "rt-putin-trump-call-a-success"} <= set(ix.snapshot().row_of)
+    assert reads == ["s000002"]  # the reader, after the write: only the new segment
 
 
 def test_update_from_a_stale_reader_keeps_what_another_writer_added(tmp_path, hash_embedder):

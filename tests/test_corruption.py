@@ -46,7 +46,18 @@ DAMAGE = {"flip": flip, "truncate": truncate, "append": append, "delete": delete
 
 
 def target(index, name):
-    return index / name if name == "CURRENT" else index / store.current_version(index) / name
+    """The file ``name`` of the live version: its manifest, or a file of its newest segment
+    (in ``two_versions`` that segment is the live version's own; the first is shared)."""
+    live = store.current_version(index)
+    if name in ("CURRENT", "manifest.json"):
+        return index / name if name == "CURRENT" else index / live / name
+    newest = json.loads((index / live / "manifest.json").read_text())["segments"][-1]["name"]
+    return index / "segments" / newest / name
+
+
+def shown(index, path):
+    """How messages name a file: its path from the index folder on."""
+    return str(path.relative_to(index.parent))
 
 
 @pytest.fixture()
@@ -70,16 +81,17 @@ def assert_answers_verbatim(ix):
 @pytest.mark.parametrize("how", DAMAGE)
 @pytest.mark.parametrize("name", FILES)
 def test_damaged_live_version_falls_back_to_the_previous_one_saying_so(two_versions, hash_embedder, name, how):
-    DAMAGE[how](target(two_versions, name))
+    path = target(two_versions, name)
+    DAMAGE[how](path)
     snap = store.load(two_versions)
     if name == "CURRENT":
         # which version was live is not known for sure: the newest good one, with a warning
         assert snap.version in ("v000001", "v000002") and "CURRENT" in snap.warning
     else:
         assert snap.version == "v000001" and "using the previous version v000001" in snap.warning
-        assert f"v000002/{name}" in snap.warning and "\n" not in snap.warning
+        assert shown(two_versions, path) in snap.warning and "\n" not in snap.warning
         problems = store.check_version(two_versions, "v000002")
-        assert any(f"v000002/{name}:" in p for p in problems)
+        assert any(f"{shown(two_versions, path)}:" in p for p in problems)
         assert problems[-1] == "readers use the previous version v000001 instead (it passes its checks)"
     ix = rag.open(two_versions, embedder=hash_embedder)
     assert_answers_verbatim(ix)  # still answers, and from the version it loaded
@@ -196,12 +208,44 @@ def test_records_that_point_outside_their_article_are_refused(tmp_path, hash_emb
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     snap = store.load(index)
-    bad = snap.chunks.copy()
-    bad[0, 2] = len(snap.articles[bad[0, 0]].text) + 5
+    part = snap.part(snap.segments[0])
+    bad = part.chunks.copy()
+    bad[0, 2] = len(part.articles[bad[0, 0]].text) + 5
     with rag.index.writer_lock(index):
-        store.write(index, replace(snap, chunks=bad), {"model": hash_embedder.name, "dim": hash_embedder.dim})
+        store.write(index, dict(snap.manifest, previous="v000001"), [replace(part, chunks=bad)])
     loaded = store.load(index)
     assert loaded.version == "v000001" and "a chunk's span or sentences lie outside its article" in loaded.warning
+    assert "segments/s000002: " in loaded.warning
+
+
+def test_a_damaged_segment_shared_by_both_versions_is_named_for_each(two_versions, hash_embedder):
+    """The seeds' segment is used by v000001 and v000002: both are damaged, so
+    there is nothing to fall back to; `rag check` names the file for either."""
+    shared = two_versions / "segments" / "s000001" / "sentences.npy"
+    flip(shared)
+    for version in ("v000001", "v000002"):
+        problems = store.check_version(two_versions, version)
+        assert f"{shared}: fails its checksum (corrupted)" in problems
+    with pytest.raises(IndexCorrupt) as err:
+        rag.open(two_versions, embedder=hash_embedder)
+    assert str(err.value) == (f"{shared}: fails its checksum (corrupted); no older good version to fall "
+                              "back to: rebuild with rag build --full")
+    rag.build([SEEDS], index=two_versions, full=True, embedder=hash_embedder, progress=False)
+    assert_answers_verbatim(rag.open(two_versions, embedder=hash_embedder))
+
+
+def test_an_index_in_the_old_format_asks_for_a_full_rebuild(tmp_path, hash_embedder):
+    index = tmp_path / "index"
+    (index / "v000001").mkdir(parents=True)
+    manifest = json.dumps({"format": 1, "model": hash_embedder.name, "dim": 64, "files": {}}).encode()
+    (index / "v000001" / "manifest.json").write_bytes(manifest)
+    (index / "CURRENT").write_text(f"v000001 {hashlib.sha256(manifest).hexdigest()}\n")
+    with pytest.raises(IndexCorrupt) as err:
+        rag.open(index, embedder=hash_embedder)
+    assert f"{index}/v000001/manifest.json: an index in the old format 1" in str(err.value)
+    assert str(err.value).endswith("rebuild with rag build --full") and "\n" not in str(err.value)
+    report = rag.build([SEEDS], index=index, full=True, embedder=hash_embedder, progress=False)
+    assert report.version == "v000002" and len(store.load(index).articles) == 2
 
 
 def test_faiss_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder, monkeypatch):
@@ -253,23 +297,25 @@ def test_cli_check_and_ask_on_damaged_indexes_with_the_real_model(writable_seed_
                               text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
 
     index = writable_seed_index
-    flip(index / "v000001" / "chunks.faiss")
+    flip(index / "segments" / "s000001" / "vectors.npy")
     check = cli("check", "--index", index)
     assert check.returncode == 1
-    assert check.stderr.splitlines() == [f"rag: check: {index}/v000001/chunks.faiss: fails its checksum (corrupted)"]
+    assert check.stderr.splitlines() == [f"rag: check: {index}/segments/s000001/vectors.npy: fails its checksum "
+                                         "(corrupted)"]
     ask = cli("ask", QUESTION, "--index", index, "--json")
     assert ask.returncode == 1 and ask.stdout == ""
-    assert ask.stderr.splitlines() == [f"rag: error: {index}/v000001/chunks.faiss: fails its checksum (corrupted); "
-                                       "no older good version to fall back to: rebuild with rag build --full"]
+    assert ask.stderr.splitlines() == [f"rag: error: {index}/segments/s000001/vectors.npy: fails its checksum "
+                                       "(corrupted); no older good version to fall back to: "
+                                       "rebuild with rag build --full"]
     assert rag.build([SEEDS], index=index, full=True, embedder=model, progress=False).version == "v000002"
     extra = tmp_path / "extra.md"
     extra.write_text("---\nviewpoint: neutral\n---\nGrain exports rose sharply this year.\n", encoding="utf-8")
     assert rag.Index(index, embedder=model).add([extra], progress=False).version == "v000003"
-    live = store.current_version(index)
-    truncate(index / live / "sentences.npy")
+    own = target(index, "sentences.npy")  # the segment of the added article, v000003's own
+    truncate(own)
     ask = cli("ask", QUESTION, "--index", index, "--json")
     assert ask.returncode == 0, ask.stderr
-    assert f"{live}/sentences.npy" in ask.stderr and "using the previous version" in ask.stderr
+    assert f"{own}: has " in ask.stderr and "using the previous version v000002" in ask.stderr
     answer = json.loads(ask.stdout)
     assert {v["viewpoint"] for v in answer["viewpoints"]} == {"pro-Russia", "pro-Ukraine"}
     foreign = tmp_path / "hash-index"

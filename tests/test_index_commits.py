@@ -42,36 +42,50 @@ def test_each_commit_is_a_complete_version_that_the_pointer_vouches_for(index, t
     manifest_bytes = (index / live / "manifest.json").read_bytes()
     assert hashlib.sha256(manifest_bytes).hexdigest() == sha
     manifest = json.loads(manifest_bytes)
-    for name in store.FILES:
-        data = (index / live / name).read_bytes()
-        assert manifest["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    [segment] = manifest["segments"]
+    for name in store.FILES:  # every byte a reader uses is covered by a checksum the manifest holds
+        data = (index / "segments" / segment["name"] / name).read_bytes()
+        assert segment["files"][name] == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert segment["deleted"] == [] and segment["counts"]["articles"] == 2
     assert manifest["model"] == hash_embedder.name and manifest["dim"] == hash_embedder.dim
     assert manifest["counts"]["articles"] == 2 and manifest["counts"]["vectors"] == manifest["counts"]["chunks"]
-    assert set(manifest["articles"]) == {"independent-putin-playing-for-time", "rt-putin-trump-call-a-success"}
+    assert set(store.load(index).row_of) == {"independent-putin-playing-for-time", "rt-putin-trump-call-a-success"}
     assert manifest["chunking"]["chunk_tokens"] == 200 and manifest["previous"] == ""
 
     report = rag.Index(index, embedder=hash_embedder).add([article(tmp_path / "new", "one", "Trade talks resumed.")])
     assert report.version == "v000002" and store.current_version(index) == "v000002"
-    assert json.loads((index / "v000002" / "manifest.json").read_text())["previous"] == "v000001"
-    assert sorted(os.listdir(index)) == ["CURRENT", "lock", "v000001", "v000002"]  # no debris
+    second = json.loads((index / "v000002" / "manifest.json").read_text())
+    assert second["previous"] == "v000001"
+    assert second["segments"][0] == segment  # shared, not copied
+    assert sorted(os.listdir(index)) == ["CURRENT", "lock", "segments", "v000001", "v000002"]  # no debris
+    assert sorted(os.listdir(index / "segments")) == ["s000001", "s000002"]
 
 
 def test_cleanup_keeps_the_last_two_versions_and_removes_crash_debris(index, tmp_path, hash_embedder):
     ix = rag.Index(index, embedder=hash_embedder)
     for n in range(4):
         ix.add([article(tmp_path / "new", f"a{n}", f"Article number {n} on tariffs.")])
-    assert versions(index) == ["v000004", "v000005"]
-    # what writers killed at each step leave behind: a half-written folder, a pointer
-    # not yet switched, a version renamed into place but never named in CURRENT
+    assert versions(index) == ["segments", "v000004", "v000005"]
+    # what writers killed at each step leave behind: a half-written segment or version
+    # folder, a segment renamed into place but listed by no version, a pointer not yet
+    # switched, a version renamed into place but never named in CURRENT
     (index / ".tmp-v000006-4242").mkdir()
-    (index / ".tmp-v000006-4242" / "chunks.npy").write_bytes(b"half")
+    (index / ".tmp-v000006-4242" / "manifest.json").write_bytes(b"half")
+    (index / "segments" / ".tmp-s000099-4242").mkdir()
+    shutil.copytree(index / "segments" / "s000001", index / "segments" / "s000098")
     (index / "CURRENT.tmp").write_text("v000006\n")
     shutil.copytree(index / "v000005", index / "v000006")
     assert store.current_version(index) == "v000005" and len(store.load(index).articles) == 6
     report = ix.remove(["a0"])
     assert report.version == "v000006"  # the orphan was removed first, its name reused
-    assert sorted(os.listdir(index)) == ["CURRENT", "lock", "v000005", "v000006"]
+    assert sorted(os.listdir(index)) == ["CURRENT", "lock", "segments", "v000005", "v000006"]
+    assert set(os.listdir(index / "segments")) == used_segments(index)
     assert "a0" not in store.load(index).row_of
+
+
+def used_segments(index):
+    return {s["name"] for v in store.list_versions(index)
+            for s in json.loads((index / v / "manifest.json").read_text())["segments"]}
 
 
 def test_readers_pick_up_a_new_version_without_restart(index, tmp_path, hash_embedder):
@@ -167,20 +181,20 @@ def test_a_waiting_writer_proceeds_when_the_lock_is_free(index):
 def test_repeated_updates_do_not_grow_the_index(index, tmp_path, hash_embedder):
     ix = rag.Index(index, embedder=hash_embedder)
     path = article(tmp_path / "new", "churn", "Churn article about shipping lanes.")
-    baseline = sum((index / "v000001" / name).stat().st_size for name in store.FILES)
+    baseline = store.size_of(store.load(index).manifest)
     for _ in range(6):
         ix.add([path])
         ix.remove(["churn"])
-    live = index / store.current_version(index)
-    assert sum((live / name).stat().st_size for name in store.FILES) == baseline  # nothing left of removed rows
-    assert len(versions(index)) == 2
+    assert store.size_of(store.load(index).manifest) == baseline  # nothing left of removed rows
+    assert len(versions(index)) == 3  # segments/ and two versions
+    assert set(os.listdir(index / "segments")) == used_segments(index)
 
 
 def test_dry_run_writes_nothing(index, tmp_path, hash_embedder):
     ix = rag.Index(index, embedder=hash_embedder)
     report = ix.add([article(tmp_path / "new", "maybe", "A maybe article.")], dry_run=True)
     assert report.added == ("maybe",) and report.version == ""
-    assert versions(index) == ["v000001"] and "maybe" not in store.load(index).row_of
+    assert versions(index) == ["segments", "v000001"] and "maybe" not in store.load(index).row_of
 
 
 @pytest.mark.slow

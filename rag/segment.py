@@ -1,0 +1,195 @@
+"""Segments: the immutable folders of rows that index versions share.
+
+A segment holds some articles with everything a reader needs about them::
+
+    segments/s000003/
+      articles.jsonl  one article a line: metadata, text, sentence spans
+      chunks.npy      int64 rows: article row (within the segment), start, end,
+                      first/last sentence
+      vectors.npy     float32 chunk vectors, one per chunk row
+      sentences.npy   float16 sentence vectors, each article's rows contiguous
+      lists.npy       IVF only: the inverted list of each chunk vector
+      centroids.npy   IVF only: the trained centroids those lists refer to
+
+It is written once and never changed; a version lists the segments it uses
+and, for each, the ids of its articles that the version no longer serves
+(removed, or replaced by a copy in a newer segment). This module turns rows
+into file bytes and back (``encode``/``decode``) and cuts and joins rows in
+memory (``Part``); index.py reads and verifies, commit.py writes durably.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from typing import Collection, Sequence
+
+import numpy as np
+
+from .types import Article, Span
+
+FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
+IVF_FILES = ("lists.npy", "centroids.npy")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A segment as one loaded version uses it: its files' checksums (from the
+    manifest), the ids it no longer serves, and where its live rows sit in
+    the snapshot (row ranges of articles, chunks and sentences)."""
+
+    name: str
+    files: dict
+    deleted: frozenset
+    articles: range
+    chunks: range
+    sentences: range
+
+
+@dataclass(frozen=True, eq=False)
+class Part:
+    """Rows of some articles in memory; chunk rows point at article rows of the part."""
+
+    articles: list
+    sentences: list  # per article, a tuple of Span
+    chunks: np.ndarray  # (n_chunks, 5) int64
+    vectors: np.ndarray  # (n_chunks, dim) float32 chunk vectors
+    sentence_vectors: np.ndarray  # (n_sentences, dim)
+    lists: np.ndarray | None = None  # IVF: the inverted list of each chunk vector
+    centroids: np.ndarray | None = None  # IVF: the centroids the lists refer to
+
+    def counts(self) -> dict:
+        return {"articles": len(self.articles), "chunks": len(self.chunks),
+                "sentences": sum(len(s) for s in self.sentences)}
+
+    def without(self, ids: Collection[str]) -> Part:
+        """This part less the articles whose id is in ``ids`` (itself if none is)."""
+        keep = np.array([a.id not in ids for a in self.articles], dtype=bool)
+        if keep.all():
+            return self
+        new_row = np.cumsum(keep) - 1
+        chunk_keep = keep[self.chunks[:, 0]]
+        chunks = self.chunks[chunk_keep]  # a copy: the renumbering below never touches the source
+        chunks[:, 0] = new_row[chunks[:, 0]]
+        per_article = np.array([len(s) for s in self.sentences], dtype=np.int64)
+        sentence_keep = np.repeat(keep, per_article)
+        return Part([a for a, k in zip(self.articles, keep) if k],
+                    [s for s, k in zip(self.sentences, keep) if k], chunks, self.vectors[chunk_keep],
+                    self.sentence_vectors[sentence_keep],
+                    None if self.lists is None else self.lists[chunk_keep], self.centroids)
+
+    def problem(self, counts: dict, dim: int, nlist: int | None = None) -> str:
+        """Do the rows agree with ``counts`` and with each other? Rows that point
+        outside their article would cite the wrong text: refuse them."""
+        found = self.counts()
+        for key in ("articles", "chunks", "sentences"):
+            if counts.get(key) != found[key]:
+                return f"{key}: found {found[key]}, the manifest says {counts.get(key)}"
+        c = self.chunks
+        if c.ndim != 2 or c.shape[1] != 5:
+            return f"chunks.npy has shape {c.shape}, not (n, 5)"
+        if self.vectors.shape[1:] != (dim,) or self.sentence_vectors.shape[1:] != (dim,):
+            return f"vector dimension does not match the manifest's {dim}"
+        if len(self.vectors) != len(c) or len(self.sentence_vectors) != found["sentences"]:
+            return "vectors and their chunk or sentence records differ in number"
+        if (nlist is None) != (self.lists is None) or (nlist is not None and (
+                self.lists.shape != (len(c),) or self.centroids.shape != (nlist, dim)
+                or (len(c) and not 0 <= self.lists.min() <= self.lists.max() < nlist))):
+            return "inverted lists do not match the chunk index in the manifest"
+        if len(c):
+            rows = c[:, 0]
+            if rows.min() < 0 or rows.max() >= len(self.articles):
+                return "a chunk points at no article"
+            lengths = np.array([len(a.text) for a in self.articles], dtype=np.int64)[rows]
+            n_sentences = np.array([len(s) for s in self.sentences], dtype=np.int64)[rows]
+            if not (np.all((0 <= c[:, 1]) & (c[:, 1] < c[:, 2]) & (c[:, 2] <= lengths))
+                    and np.all((0 <= c[:, 3]) & (c[:, 3] <= c[:, 4]) & (c[:, 4] < n_sentences))):
+                return "a chunk's span or sentences lie outside its article"
+        return ""
+
+
+def concat(parts: Sequence[Part], dim: int, vectors: bool = True) -> Part:
+    """The parts one after another, chunk rows renumbered. With ``vectors=False``
+    the chunk vectors are left out (empty): the caller hands them to FAISS."""
+    if len(parts) == 1 and vectors:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.articles) for p in parts])
+    chunks = [p.chunks + np.array([o, 0, 0, 0, 0], dtype=np.int64) for p, o in zip(parts, offsets)]
+    lists = [p.lists for p in parts if p.lists is not None]
+    return Part([a for p in parts for a in p.articles], [s for p in parts for s in p.sentences],
+                np.concatenate(chunks) if chunks else np.zeros((0, 5), np.int64),
+                _join([p.vectors for p in parts] if vectors else [], dim, np.float32),
+                _join([p.sentence_vectors for p in parts], dim, np.float16),
+                np.concatenate(lists) if lists else None,
+                next((p.centroids for p in parts if p.centroids is not None), None))
+
+
+def _join(arrays: list, dim: int, dtype) -> np.ndarray:
+    if len(arrays) == 1 and arrays[0].dtype == dtype:
+        return arrays[0]  # one segment: its (read-only) array as it is, no copy
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros((0, dim), dtype)
+
+
+# ---- bytes -------------------------------------------------------------------
+
+def encode(part: Part) -> dict[str, bytes]:
+    """The segment files of ``part``, by name."""
+    lines = io.StringIO()
+    for article, spans in zip(part.articles, part.sentences):
+        record = asdict(article)
+        record["sentences"] = [[s.start, s.end] for s in spans]
+        lines.write(json.dumps(record, ensure_ascii=False) + "\n")
+    blobs = {"articles.jsonl": lines.getvalue().encode("utf-8"),
+             "chunks.npy": _npy_bytes(part.chunks.astype(np.int64)),
+             "vectors.npy": _npy_bytes(part.vectors.astype(np.float32)),
+             "sentences.npy": _npy_bytes(part.sentence_vectors.astype(np.float16))}
+    if part.lists is not None:
+        blobs["lists.npy"] = _npy_bytes(part.lists.astype(np.int64))
+        blobs["centroids.npy"] = _npy_bytes(part.centroids.astype(np.float32))
+    return blobs
+
+
+def decode(blobs: dict[str, bytes]) -> Part:
+    """A part from segment file bytes; ValueError (or KeyError, TypeError) if they do not parse."""
+    articles, sentences = _parse_articles(blobs["articles.jsonl"])
+    ivf = "lists.npy" in blobs
+    return Part(articles, sentences, _npy(blobs["chunks.npy"], np.int64), _npy(blobs["vectors.npy"], np.float32),
+                _npy(blobs["sentences.npy"], np.float16),
+                _npy(blobs["lists.npy"], np.int64) if ivf else None,
+                _npy(blobs["centroids.npy"], np.float32) if ivf else None)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npy(data: bytes, dtype) -> np.ndarray:
+    """A read-only array over the bytes of an .npy file (no copy: they were just
+    read and checksummed, and a snapshot only reads its arrays)."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, found = read_header(stream)
+    if found != np.dtype(dtype) or fortran:
+        raise ValueError(f"an array of {found}, not {np.dtype(dtype)}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) - stream.tell() != count * found.itemsize:
+        raise ValueError("an array whose size does not match its header")
+    return np.frombuffer(data, dtype=found, count=count, offset=stream.tell()).reshape(shape)
+
+
+def _parse_articles(data: bytes) -> tuple[list[Article], list[tuple[Span, ...]]]:
+    articles, sentences = [], []
+    for line in data.split(b"\n"):  # b"\n" only: U+2028 may appear raw inside a record
+        if not line:
+            continue
+        record = json.loads(line)
+        article = Article(**{k: v for k, v in record.items() if k != "sentences"})
+        spans = tuple(Span(int(s), int(e)) for s, e in record["sentences"])
+        if any(not 0 <= s.start < s.end <= len(article.text) for s in spans):
+            raise ValueError(f"article {article.id!r}: a sentence span lies outside its text")
+        articles.append(article)
+        sentences.append(spans)
+    return articles, sentences
