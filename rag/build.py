@@ -68,7 +68,8 @@ def plan(old: store.Snapshot, loaded: Loaded, mode: str, remove: Sequence[str] =
         merged[article.id] = article
         owner_of_hash[article.content_hash] = article.id
     added = [i for i in merged if i not in old_by_id]
-    changed = [i for i in merged if i in old_by_id and merged[i] != _same_path(old_by_id[i], merged[i])]
+    changed = [i for i in merged if i in old_by_id and merged[i] is not old_by_id[i]  # kept as it was: no copy
+               and merged[i] != _same_path(old_by_id[i], merged[i])]
     removed = [i for i in old_by_id if i not in merged]
     embed = {i for i in merged if i not in old_by_id or not reuse_vectors
              or old_by_id[i].content_hash != merged[i].content_hash}
