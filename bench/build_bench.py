@@ -38,6 +38,13 @@ def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2 ** 20
 
 
+def version_mb(snap) -> float:
+    """Size of the segment files a loaded version uses (shared segments counted once)."""
+    from rag.index import size_of
+
+    return size_of(snap.manifest) / 2 ** 20
+
+
 def texts_of(index, slice_path: Path) -> list[str]:
     """The texts a full build embeds (chunks then sentences of each article)."""
     from rag.build import _chunk_all
@@ -118,7 +125,7 @@ def main() -> None:
         ratio = [e / s for e, s in zip(encode_s[b], build_s[b])]
         snap = ix.snapshot()
         rows.append(f"| {b} | {n} ({len(snap.chunks)} chunks) | {spread(n / s for s in build_s[b])} "
-                    f"| {spread(n / s for s in encode_s[b])} | {spread(ratio)} | {folder_mb(ix.root / snap.version):.1f} |")
+                    f"| {spread(n / s for s in encode_s[b])} | {spread(ratio)} | {version_mb(snap):.1f} |")
     speed = {b: statistics.median(len(texts[b]) / s for s in build_s[b]) for b in indexes}
     table = ["| backend | texts embedded | build, texts/s | raw encode of the same texts, texts/s "
              "| pipeline ÷ raw encode (same round) | index on disk, MB |", "|---|---|---|---|---|---|", *rows]
@@ -158,6 +165,8 @@ def existing(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rag-bench-"))
     copy = tmp / "index"
     shutil.copytree(root / snap.version, copy / snap.version)
+    for segment in snap.manifest["segments"]:  # the version's segments, shared with other versions
+        shutil.copytree(root / "segments" / segment["name"], copy / "segments" / segment["name"])
     (copy / "CURRENT").write_text((root / "CURRENT").read_text())
     other = rag.Index(copy, ix.settings)
     other.snapshot()
@@ -165,7 +174,7 @@ def existing(args) -> None:
     manifest = snap.manifest
     body = (f"Index `{root}`: {stats['articles']} articles, {stats['chunks']} chunks, {stats['sentences']} "
             f"sentences; embedder {manifest.get('embedder')}, chunk index {json.dumps(manifest.get('chunk_index'))}; "
-            f"{folder_mb(root / snap.version):.0f} MB on disk; loaded in {load_s:.1f} s.\n\n"
+            f"{version_mb(snap):.0f} MB on disk; loaded in {load_s:.1f} s.\n\n"
             f"| ask p50, ms | ask p95, ms | asks | add one article, s (median of 3) | articles embedded by the add |\n"
             f"|---|---|---|---|---|\n| {1000 * pct(seconds, 0.5):.0f} | {1000 * pct(seconds, 0.95):.0f} "
             f"| {len(seconds)} | {statistics.median(a[0] for a in adds):.2f} | {max(a[1] for a in adds)} |\n\n"
