@@ -134,23 +134,29 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     vectors = snap.sentence_vectors
     numeric_q = bool(_NUMERIC_Q.search(query.question or query.text))
     who_q = bool(_WHO_Q.search(query.question or query.text))
-    passage_words = {p.chunk_row: set(tokens(_chunk_text(snap, p.chunk_row))) for p in passages}
-    cache = snap.__dict__.setdefault("_sentence_tokens", {})  # per loaded version, filled as asked
+    chunk_cache = snap.__dict__.setdefault("_chunk_words", {})  # per loaded version, filled as asked
+    passage_words = {p.chunk_row: _chunk_words(snap, chunk_cache, p.chunk_row) for p in passages}
+    cache = snap.__dict__.setdefault("_sentence_tokens", {})
     q_tokens = tokens(query.question or query.text)
     q_bigrams = set(zip(q_tokens, q_tokens[1:]))
+    spans = {}  # sentence row -> (article row, its first sentence row, its sentence count)
+    for row in rows.tolist():
+        article_row = int(snap.chunks[found[row].chunk_row][0])
+        spans[row] = (article_row, int(snap.sentence_start[article_row]), len(snap.sentences[article_row]))
+    neighbours_of = {row: [r for r in (row - 1, row + 1) if start <= r < start + count]
+                     for row, (_, start, count) in spans.items()}
+    near = sorted({r for rs in neighbours_of.values() for r in rs})
+    near_cos = dict(zip(near, (vectors[near].astype(np.float32) @ query.vector).tolist())) if near else {}
     table = []
     for row in rows.tolist():
         passage = found[row]
-        article_row = int(snap.chunks[passage.chunk_row][0])
-        start = int(snap.sentence_start[article_row])
-        count = len(snap.sentences[article_row])
+        article_row, start, count = spans[row]
         text = _text(snap, article_row, row - start)
-        sequence = _tokens(snap, cache, article_row, row - start, row)
-        words = set(sequence)
+        sequence, words = _tokens(snap, cache, article_row, row - start, row)
         bigrams = len(q_bigrams & set(zip(sequence, sequence[1:]))) / max(len(q_bigrams), 1)
-        neighbours = [r for r in (row - 1, row + 1) if start <= r < start + count]
-        nb_cos = max((float(vectors[r].astype(np.float32) @ query.vector) for r in neighbours), default=0.0)
-        around = {r: set(_tokens(snap, cache, article_row, r - start, r)) for r in neighbours}
+        neighbours = neighbours_of[row]
+        nb_cos = max((near_cos[r] for r in neighbours), default=0.0)
+        around = {r: _tokens(snap, cache, article_row, r - start, r)[1] for r in neighbours}
         context = words.union(*around.values())
         n_words = len(text.split())
         names = {m.lower() for m in _NAME.findall(text)} - {w.lower() for w in query.text.split()}
@@ -239,10 +245,19 @@ def _quote(snap: Snapshot, row: int, chunk_row: int, score: float, pair: Sequenc
                  date=article.date, url=article.url)
 
 
-def _tokens(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> list[str]:
+def _tokens(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> tuple[list[str], set[str]]:
+    """A sentence's content words, in order and as a set (kept per loaded version)."""
     found = cache.get(row)
     if found is None:
-        found = cache[row] = tokens(_text(snap, article_row, index))
+        sequence = tokens(_text(snap, article_row, index))
+        found = cache[row] = (sequence, set(sequence))
+    return found
+
+
+def _chunk_words(snap: Snapshot, cache: dict, chunk_row: int) -> set[str]:
+    found = cache.get(chunk_row)
+    if found is None:
+        found = cache[chunk_row] = set(tokens(_chunk_text(snap, chunk_row)))
     return found
 
 

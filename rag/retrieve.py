@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import ann
 from .ann import search_params
 from .index import Snapshot
 
@@ -53,6 +54,13 @@ class Groups:
     labels: tuple[str, ...]
     chunk_group: np.ndarray
 
+    def members(self, g: int) -> np.ndarray:
+        """The chunk rows of group ``g`` (found once per grouping)."""
+        found = self.__dict__.setdefault("_members", {})
+        if g not in found:
+            found[g] = np.flatnonzero(self.chunk_group == g)
+        return found[g]
+
 
 # Groupings kept per loaded version: the app asks with a handful of (field, filters) pairs.
 _KEEP_GROUPINGS = 8
@@ -87,13 +95,14 @@ def search_groups(snap: Snapshot, query: np.ndarray, groups: Groups, per_group: 
     """Top ``per_group`` passages of each group, for at most ``max_groups``
     groups (those with the best passages when there are more). ``lexical``
     holds a BM25 score per chunk row; without it the ranking is dense only."""
+    exact = _exact_scores(snap, query)
     wanted: Sequence[int] = range(len(groups.labels))
     if len(groups.labels) > max_groups:
-        wanted = _best_groups(snap, query, groups, max_groups)
+        wanted = _best_groups(snap, query, groups, max_groups, exact)
     found = {}
     for g in wanted:
-        rows = np.flatnonzero(groups.chunk_group == g)
-        dense = _search(snap, query, rows, per_group if lexical is None else DEPTH * per_group)
+        rows = groups.members(g)
+        dense = _search(snap, query, rows, per_group if lexical is None else DEPTH * per_group, exact)
         found[g] = dense[:per_group] if lexical is None else _fuse(snap, query, dense, rows, lexical,
                                                                   per_group)
     return found
@@ -102,9 +111,7 @@ def search_groups(snap: Snapshot, query: np.ndarray, groups: Groups, per_group: 
 def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndarray,
           lexical: np.ndarray, k: int) -> list[Passage]:
     """Reciprocal rank fusion of the dense hits and the BM25 hits among ``rows``."""
-    scores = lexical[rows]
-    depth = min(len(rows), DEPTH * k)
-    top = rows[np.argsort(-scores, kind="stable")[:depth]]
+    top = rows[_top(lexical[rows], DEPTH * k)]
     top = top[lexical[top] > 0]  # a passage with no question word is no lexical hit
     fused: dict[int, float] = {}
     for ranking in ([p.chunk_row for p in dense], top.tolist()):
@@ -131,12 +138,13 @@ def _chunk_vectors(snap: Snapshot, rows: list[int]) -> np.ndarray:
         return np.array(out, dtype=np.float32)
 
 
-def _best_groups(snap: Snapshot, query: np.ndarray, groups: Groups, max_groups: int) -> list[int]:
+def _best_groups(snap: Snapshot, query: np.ndarray, groups: Groups, max_groups: int,
+                 exact: np.ndarray | None) -> list[int]:
     """The groups whose best passage scores highest, found with one wide search."""
     allowed = np.flatnonzero(groups.chunk_group >= 0)
     k = min(len(allowed), max(256, 16 * max_groups))
     order: list[int] = []
-    for hit in _search(snap, query, allowed, k):
+    for hit in _search(snap, query, allowed, k, exact):
         g = int(groups.chunk_group[hit.chunk_row])
         if g not in order:
             order.append(g)
@@ -146,12 +154,40 @@ def _best_groups(snap: Snapshot, query: np.ndarray, groups: Groups, max_groups: 
     return order + [g for g in range(len(groups.labels)) if g not in order][:max_groups - len(order)]
 
 
-def _search(snap: Snapshot, query: np.ndarray, rows: np.ndarray, k: int) -> list[Passage]:
-    import faiss
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest ``scores``, best first (ties: lower position
+    first), without sorting them all."""
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if 0 < k < len(scores) else np.arange(len(scores))
+    return top[np.lexsort((top, -scores[top]))]
 
+
+def _exact_scores(snap: Snapshot, query: np.ndarray) -> np.ndarray | None:
+    """The cosine of ``query`` with every chunk, for a flat (exact) index: one
+    matrix-vector product serves every viewpoint, where a filtered FAISS search
+    per viewpoint costs a pass over all vectors plus an id set built each time.
+    None for an IVF index, which is searched per viewpoint (``_search``)."""
+    vectors = snap.__dict__.get("_flat_vectors")
+    if vectors is None:
+        import faiss
+
+        flat = isinstance(faiss.downcast_index(snap.chunk_index), faiss.IndexFlat)
+        vectors = snap.__dict__["_flat_vectors"] = ann.vectors_of(snap.chunk_index) if flat else False
+    return None if vectors is False else vectors @ query.astype(np.float32)
+
+
+def _search(snap: Snapshot, query: np.ndarray, rows: np.ndarray, k: int,
+            exact: np.ndarray | None = None) -> list[Passage]:
+    """The ``k`` chunks among ``rows`` closest to ``query``: from ``exact`` (every
+    chunk's cosine) when given, else a FAISS search restricted to ``rows``."""
     k = min(k, len(rows))
     if k == 0:
         return []
+    if exact is not None:
+        top = _top(exact[rows], k)
+        return [Passage(int(rows[i]), float(exact[rows[i]])) for i in top]
+    import faiss
+
     selector = faiss.IDSelectorBatch(rows.astype(np.int64))
     params = search_params(snap.chunk_index, rows, selector)  # IVF above Settings.ann_threshold
     scores, ids = snap.chunk_index.search(query.reshape(1, -1).astype(np.float32), k, params=params)

@@ -65,6 +65,27 @@ def test_filters_apply_before_ranking(small_index):
     assert snap.articles[snap.chunks[found[right][0].chunk_row][0]].id == "right-a"
 
 
+def test_exact_dense_scores_rank_like_a_filtered_faiss_search(small_index):
+    """A flat index is searched with one matrix-vector product for all viewpoints;
+    per viewpoint it must rank exactly as FAISS restricted to that viewpoint does."""
+    from rag import retrieve
+
+    snap = small_index.snapshot()
+    groups = group_chunks(snap, "viewpoint")
+    for question in ("senate vote", "zyzzyva beetle deficit", "sourdough"):
+        query = small_index.embedder.encode([question])[0]
+        exact = retrieve._exact_scores(snap, query)
+        assert exact is not None and exact.shape == (len(snap.chunks),)
+        for g in range(len(groups.labels)):
+            rows = groups.members(g)
+            ours = retrieve._search(snap, query, rows, 3, exact)
+            theirs = retrieve._search(snap, query, rows, 3)
+            np.testing.assert_allclose([p.score for p in ours], [p.score for p in theirs], atol=1e-5)
+            # the same chunks (ties may come in another order)
+            assert sorted((round(p.score, 4), p.chunk_row) for p in ours) == \
+                sorted((round(p.score, 4), p.chunk_row) for p in theirs)
+
+
 def test_near_duplicates_are_quoted_once_with_their_other_sources(small_index):
     answer = small_index.ask("How did the senate vote on the infrastructure bill?")
     left = next(v for v in answer.viewpoints if v.viewpoint == "left")
