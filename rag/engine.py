@@ -17,7 +17,7 @@ from .answer import Query, best_quotes, content_terms, follow_up_text, viewpoint
 from .embed import Embedder, default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
-from .lexical import for_snapshot
+from .lexical import Lexical, for_snapshot, ready
 from .retrieve import Filters, group_chunks, search_groups
 from .settings import Settings
 from .types import Answer, Article, BuildReport, Coverage
@@ -40,6 +40,7 @@ class Index:
         self.embedder = embedder or default_embedder(self.settings, self.root)
         self._snap: store.Snapshot | None = None
         self._stamp: tuple = ()
+        self._stale_lexical: Lexical | None = None  # the previous version's BM25, see ``_lexical``
         self._lock = threading.Lock()
 
     # ---- reading -----------------------------------------------------------
@@ -53,6 +54,8 @@ class Index:
                 if snap.warning:
                     print(f"rag: warning: {snap.warning}", file=sys.stderr)
                 self._check_model(snap)
+                if self._snap is not None:
+                    self._stale_lexical = ready(self._snap) or self._stale_lexical
                 self._snap, self._stamp = snap, stamp
                 # BM25 is built from the text in memory (about 1 s per 5,000 chunks):
                 # start it now, so the first question seldom waits for it.
@@ -93,9 +96,8 @@ class Index:
         snap = self.snapshot()
         query = self._query(question, history)
         groups = group_chunks(snap, group_by or settings.group_by, filters)
-        lexical = for_snapshot(snap)
-        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints,
-                              lexical.scores(query.text))
+        lexical, bm25 = self._lexical(snap, query.text)
+        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints, bm25)
         answers = [viewpoint_answer(groups.labels[g], best_quotes(snap, query, passages, settings, k, lexical),
                                     settings.min_score)
                    for g, passages in found.items()]
@@ -104,6 +106,18 @@ class Index:
                             silent=tuple(v.viewpoint for v in answers if v.abstained))
         return Answer(question=question, viewpoints=tuple(answers),
                       more_viewpoints=len(groups.labels) - len(found), query=query.text, coverage=coverage)
+
+    def _lexical(self, snap: store.Snapshot, text: str) -> tuple[Lexical, np.ndarray | None]:
+        """BM25 for ``snap`` and the chunk scores of ``text``. Right after a switch to
+        a new version its BM25 is still being built (seconds at 12k articles, for a
+        one-article add): meanwhile questions are answered at once, by dense
+        retrieval alone, with the previous version's term weights for the scorer."""
+        lexical = ready(snap)
+        if lexical is None and self._stale_lexical is not None:
+            return self._stale_lexical, None
+        self._stale_lexical = None
+        lexical = lexical or for_snapshot(snap)
+        return lexical, lexical.scores(text)
 
     def _query(self, question: str, history: Sequence[str]) -> Query:
         text = follow_up_text(question, history)

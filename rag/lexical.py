@@ -77,6 +77,11 @@ def build(texts: list[str]) -> Lexical:
     return Lexical(bm25, idf_of, math.log(1 + (n + 0.5) / 0.5))
 
 
+def ready(snap) -> Lexical | None:
+    """``snap``'s BM25 index if it is built already, else None (never waits)."""
+    return snap.__dict__.get("_lexical")
+
+
 def for_snapshot(snap) -> Lexical:
     """The BM25 index of ``snap``'s chunks, built once per loaded version."""
     found = snap.__dict__.get("_lexical")

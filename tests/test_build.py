@@ -142,3 +142,46 @@ def test_update_from_a_stale_reader_keeps_what_another_writer_added(tmp_path, ha
         _article(folder, f"{name}.md", f"The {name} article on trade and tariffs.")
         ix.add([folder])
     assert {"first", "second"} <= set(rag.open(index, embedder=hash_embedder).snapshot().row_of)
+
+
+def test_questions_after_an_update_do_not_wait_for_the_new_bm25(tmp_path, hash_embedder, monkeypatch):
+    """Right after a switch to a new version, its BM25 is built in the background;
+    meanwhile questions are answered by dense retrieval at once (the new article
+    included), then by hybrid retrieval once it is ready."""
+    import threading
+
+    from rag import lexical
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("---\nviewpoint: left\n---\nThe council approved the new tram line on Monday.\n")
+    (docs / "b.md").write_text("---\nviewpoint: right\n---\nThe mayor criticised the tram line budget.\n")
+    rag.build([docs], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    ix = rag.open(tmp_path / "index", embedder=hash_embedder)
+    ix.ask("tram line")  # the first version's BM25 is built and used
+    release, real_build = threading.Event(), lexical.build
+
+    def slow_build(texts):
+        release.wait(30)
+        return real_build(texts)
+
+    monkeypatch.setattr(lexical, "build", slow_build)
+    (docs / "c.md").write_text("---\nviewpoint: left\n---\nA zyzzyva beetle closed the tram depot.\n")
+    ix.add([docs / "c.md"], progress=False)
+    result = {}
+    asker = threading.Thread(target=lambda: result.update(answer=ix.ask("zyzzyva beetle")))
+    asker.start()
+    asker.join(20)  # the new BM25 stays blocked until released below: an ask that waited would still be here
+    assert not asker.is_alive() and not release.is_set()
+    answer = result["answer"]
+    left = next(v for v in answer.viewpoints if v.viewpoint == "left")
+    assert left.answers[0].doc_id == "c"
+    release.set()
+    snap = ix.snapshot()
+    for _ in range(100):
+        if lexical.ready(snap) is not None:
+            break
+        threading.Event().wait(0.05)
+    assert lexical.ready(snap) is not None
+    ix.ask("zyzzyva beetle")
+    assert ix._stale_lexical is None  # hybrid again
