@@ -46,16 +46,19 @@ def version_mb(snap) -> float:
 
 
 def texts_of(index, slice_path: Path) -> list[str]:
-    """The texts a full build embeds (chunks then sentences of each article)."""
-    from rag.build import _chunk_all
+    """The texts a full build sends through the model: its chunks, and with
+    ``sentence_vectors="separate"`` (or an embedder that cannot pool) every sentence too."""
+    from rag.build import _chunk_all, sentence_mode
     from rag.ingest import load
 
     articles = load([slice_path], FIELDS).articles
     fresh = _chunk_all(articles, index.embedder, index.settings, progress=False)
+    separate = sentence_mode(index.settings, index.embedder) == "separate"
     texts = []
     for a in articles:
         sentences, chunks = fresh[a.id]
-        texts += [a.text[c.start:c.end] for c in chunks] + [a.text[s.start:s.end] for s in sentences]
+        texts += [a.text[c.start:c.end] for c in chunks]
+        texts += [a.text[s.start:s.end] for s in sentences] if separate else []
     return texts
 
 
