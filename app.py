@@ -336,7 +336,12 @@ def open_index(folder: Path) -> rag.Index:
     if not (folder / "CURRENT").exists():
         print(f"app: no index at {folder}: building it from {ROOT / 'seeds'} (first run only)…", file=sys.stderr)
         rag.build([ROOT / "seeds"], index=folder, progress=True)
-    ix = rag.open(folder)
+    try:
+        ix = rag.open(folder)
+    except rag.IndexOutdated:  # written by an older version of this app: convert it, keeping every article
+        print(f"app: {folder} was written by an older version: converting it (once)…", file=sys.stderr)
+        rag.Index(folder).upgrade(progress=True)
+        ix = rag.open(folder)
     ix.embedder.encode(["warm up"])  # load the model now, not on the first question
     return ix
 

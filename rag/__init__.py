@@ -6,11 +6,11 @@ every answer a verbatim quote with its citation.
     >>> ix.ask("Did Russia make big concessions?")  # doctest: +SKIP
 """
 from .engine import Index, build, open
-from .errors import EmptyCorpus, IndexBusy, IndexCorrupt, IndexMissing, IngestError, RagError
+from .errors import EmptyCorpus, IndexBusy, IndexCorrupt, IndexMissing, IndexOutdated, IngestError, RagError
 from .retrieve import Filters
 from .settings import Settings
 from .types import Answer, Article, BuildReport, Quote, Rejected, ViewpointAnswer
 
 __all__ = ["Index", "build", "open", "Settings", "Filters", "Answer", "Article", "BuildReport",
            "Quote", "Rejected", "ViewpointAnswer", "RagError", "IngestError", "IndexMissing",
-           "IndexCorrupt", "IndexBusy", "EmptyCorpus"]
+           "IndexCorrupt", "IndexOutdated", "IndexBusy", "EmptyCorpus"]

@@ -15,7 +15,7 @@ from . import assemble
 from . import index as store
 from .chunk import chunk_article
 from .embed import Embedder
-from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, RagError
+from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .ingest import Loaded
 from .settings import Settings
 from .types import Article, BuildReport, Rejected, Span
@@ -252,6 +252,13 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
         if mode != "build":
             raise
         return store.empty_snapshot(embedder.dim)
+    except IndexOutdated:  # written by an older rag: keep its articles, embed them again
+        from .upgrade import outdated_snapshot
+
+        old = outdated_snapshot(root, embedder.dim, embedder.name)
+        print(f"rag: converting {root} from index format 1: its {len(old.articles)} articles are "
+              "embedded again (once)", file=sys.stderr)
+        return old
     except IndexCorrupt as err:
         if full:
             return store.empty_snapshot(embedder.dim)

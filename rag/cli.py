@@ -55,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
 
     command("check", "verify the index: checksums, counts, model")
 
+    p = command("upgrade", "convert an index written by an older rag, keeping every article "
+                "(each is embedded again)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = command("eval", "measure answer quality: 'squad FILE.json' (answer-sentence hit@k, MRR, "
                 "latency; builds its own index, kept in --index when given) or 'questions FILE.jsonl'")
     p.add_argument("kind", choices=("squad", "questions"))
@@ -105,6 +109,16 @@ def cmd_build(args) -> int:
     else:
         report = _index(args).add(args.paths, fields, dry_run=args.dry_run, progress=not args.quiet)
     return _print_report(report, args.dry_run)
+
+
+def cmd_upgrade(args) -> int:
+    report = _index(args).upgrade(progress=not args.quiet)
+    if not report.version:
+        print(f"{args.index}: already in the current format ({report.unchanged} articles); nothing to do")
+        return 0
+    print(f"{args.index}: converted; {report.embedded_articles} articles embedded again, "
+          f"{report.chunks} chunks; index version {report.version}")
+    return 0
 
 
 def cmd_remove(args) -> int:
@@ -236,4 +250,5 @@ def cmd_eval(args) -> int:
 
 
 COMMANDS = {"eval": cmd_eval, "build": cmd_build, "add": cmd_build, "remove": cmd_remove, "ask": cmd_ask,
-            "show": cmd_show, "stats": cmd_stats, "check": cmd_check, "serve": cmd_serve}
+            "show": cmd_show, "stats": cmd_stats, "check": cmd_check, "serve": cmd_serve,
+            "upgrade": cmd_upgrade}

@@ -168,6 +168,15 @@ class Index:
         """Remove articles by id; they never appear in answers again."""
         return self._write(Loaded((), ()), "remove", remove=doc_ids, dry_run=dry_run, progress=False)
 
+    def upgrade(self, progress: bool = True) -> BuildReport:
+        """Convert an index written by an older rag (format 1) to this one, keeping
+        every article (each is embedded again); an index already current is left as it is.
+
+        >>> rag.Index("index").upgrade().version  # doctest: +SKIP
+        'v000004'
+        """
+        return self._write(Loaded((), ()), "remove", remove=(), progress=progress)
+
     def rebuild(self, paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
                 full: bool = False, dry_run: bool = False, progress: bool = True) -> BuildReport:
         """Make the index hold exactly the articles under ``paths``."""

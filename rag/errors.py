@@ -22,6 +22,10 @@ class IndexCorrupt(RagError):
     """The index on disk fails its checks (checksum, counts, model)."""
 
 
+class IndexOutdated(IndexCorrupt):
+    """An index written by an older rag (format 1); ``Index.upgrade`` converts it."""
+
+
 class IndexBusy(RagError):
     """Another writer holds the index lock."""
 

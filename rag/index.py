@@ -36,7 +36,7 @@ import numpy as np
 
 from . import ann
 from . import segment as seg
-from .errors import IndexCorrupt, IndexMissing
+from .errors import IndexCorrupt, IndexMissing, IndexOutdated
 from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_manifest  # noqa: F401
 from .segment import FILES, Part, Segment  # noqa: F401  (FILES: the files of a segment)
 from .types import Article, Span
@@ -150,6 +150,8 @@ def load(root: str | os.PathLike, verify: bool = True, reuse: Snapshot | None = 
             return _fallback(root, err, list_versions(root), "", reuse)
         try:
             return load_version(root, live, verify, sha, reuse)
+        except IndexOutdated:
+            raise  # not damage: no older version would be newer in format (Index.upgrade converts it)
         except IndexCorrupt as err:
             with contextlib.suppress(IndexCorrupt, IndexMissing):
                 if read_pointer(root) != (live, sha):

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import IndexCorrupt
+from .errors import IndexCorrupt, IndexOutdated
 from .segment import FILES, IVF_FILES
 
 FORMAT = 2  # 1: one complete folder per version (before segments)
@@ -28,8 +28,9 @@ def read_manifest(folder: Path, expected_sha: str = "") -> dict:
         raise IndexCorrupt(f"{path}: unreadable ({err})") from None
     found = manifest.get("format") if isinstance(manifest, dict) else None
     if found == 1:
-        raise IndexCorrupt(f"{path}: an index in the old format 1 (one full copy per version); this rag "
-                           f"reads format {FORMAT} (shared segments): rebuild with rag build --full")
+        raise IndexOutdated(f"{path}: an index in the old format 1 (one full copy per version); this rag "
+                            f"reads format {FORMAT}: convert it with rag upgrade --index {folder.parent} "
+                            "(keeps every article, embeds them again)")
     if found != FORMAT:
         raise IndexCorrupt(f"{path}: unknown format {found!r} (this rag reads format {FORMAT});"
                            " rebuild with rag build --full")
