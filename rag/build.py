@@ -255,7 +255,12 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
     except IndexOutdated:  # written by an older rag: keep its articles, embed them again
         from .upgrade import outdated_snapshot
 
-        old = outdated_snapshot(root, embedder.dim, embedder.name)
+        try:
+            old = outdated_snapshot(root, embedder.dim, embedder.name)
+        except IndexCorrupt as err:
+            if full:
+                return store.empty_snapshot(embedder.dim)
+            raise IndexCorrupt(f"{err}; rebuild with rag build --full") from None
         print(f"rag: converting {root} from index format 1: its {len(old.articles)} articles are "
               "embedded again (once)", file=sys.stderr)
         return old

@@ -234,7 +234,9 @@ def test_a_damaged_segment_shared_by_both_versions_is_named_for_each(two_version
     assert_answers_verbatim(rag.open(two_versions, embedder=hash_embedder))
 
 
-def test_an_index_in_the_old_format_asks_for_a_full_rebuild(tmp_path, hash_embedder):
+def test_an_old_format_index_is_named_and_a_full_rebuild_works_even_when_it_is_unreadable(tmp_path, hash_embedder):
+    """A format-1 index is refused in one line that names rag upgrade (tests/test_upgrade.py
+    converts a real one); this one has no articles.jsonl, so only --full can replace it."""
     index = tmp_path / "index"
     (index / "v000001").mkdir(parents=True)
     manifest = json.dumps({"format": 1, "model": hash_embedder.name, "dim": 64, "files": {}}).encode()
@@ -243,7 +245,10 @@ def test_an_index_in_the_old_format_asks_for_a_full_rebuild(tmp_path, hash_embed
     with pytest.raises(IndexCorrupt) as err:
         rag.open(index, embedder=hash_embedder)
     assert f"{index}/v000001/manifest.json: an index in the old format 1" in str(err.value)
-    assert str(err.value).endswith("rebuild with rag build --full") and "\n" not in str(err.value)
+    assert "rag upgrade --index" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(IndexCorrupt) as err:
+        rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    assert "articles.jsonl: missing" in str(err.value) and str(err.value).endswith("rebuild with rag build --full")
     report = rag.build([SEEDS], index=index, full=True, embedder=hash_embedder, progress=False)
     assert report.version == "v000002" and len(store.load(index).articles) == 2
 
