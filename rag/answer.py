@@ -145,8 +145,8 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         spans[row] = (article_row, int(snap.sentence_start[article_row]), len(snap.sentences[article_row]))
     neighbours_of = {row: [r for r in (row - 1, row + 1) if start <= r < start + count]
                      for row, (_, start, count) in spans.items()}
-    near = sorted({r for rs in neighbours_of.values() for r in rs})
-    near_cos = dict(zip(near, (vectors[near].astype(np.float32) @ query.vector).tolist())) if near else {}
+    scored = sorted(set(spans) | {r for rs in neighbours_of.values() for r in rs})
+    cos_of = dict(zip(scored, (vectors[scored].astype(np.float32) @ query.vector).tolist()))
     table = []
     for row in rows.tolist():
         passage = found[row]
@@ -155,7 +155,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         sequence, words = _tokens(snap, cache, article_row, row - start, row)
         bigrams = len(q_bigrams & set(zip(sequence, sequence[1:]))) / max(len(q_bigrams), 1)
         neighbours = neighbours_of[row]
-        nb_cos = max((near_cos[r] for r in neighbours), default=0.0)
+        nb_cos = max((cos_of[r] for r in neighbours), default=0.0)
         around = {r: _tokens(snap, cache, article_row, r - start, r)[1] for r in neighbours}
         context = words.union(*around.values())
         n_words = len(text.split())
@@ -168,7 +168,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
                       covered(around.get(row + 1, set())), 0.0, 0.0,
                       covered(around.get(row - 1, set())) if _ANAPHOR.match(text) else 0.0])
     features = np.asarray(table, dtype=np.float32)
-    features[:, 0] = vectors[rows].astype(np.float32) @ query.vector
+    features[:, 0] = [cos_of[r] for r in rows.tolist()]
     features[:, 6] = features[:, 0] - features[:, 0].max()  # how far behind the best sentence
     features[:, 7] = features[:, 3] - features[:, 3].max()
     for column, source in (("rank_cos", 0), ("rank_idf", 3)):  # 1 / rank within the viewpoint

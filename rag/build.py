@@ -134,9 +134,15 @@ def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder,
     ``EMBED_GROUP`` chunks, under one progress bar."""
     from tqdm.auto import tqdm
 
-    mode = sentence_mode(settings, embedder)
+    separate = sentence_mode(settings, embedder) == "separate"
+    embed = _embed_separately if separate else _embed_from_chunks
+
+    def texts(article: Article) -> int:  # what goes through the model for it
+        sentences, chunks = fresh[article.id]
+        return len(chunks) + (len(sentences) if separate else 0)
+
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    total = sum(len(fresh[a.id][1]) + (len(fresh[a.id][0]) if mode == "separate" else 0) for a in articles)
+    total = sum(texts(a) for a in articles)
     with tqdm(total=total, desc="embedding", unit="text", leave=False, dynamic_ncols=True,
               disable=not progress or total == 0) as bar:
         group: list[Article] = []
@@ -145,10 +151,8 @@ def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder,
             group.append(article)
             size += len(fresh[article.id][1])
             if size >= EMBED_GROUP or n == len(articles) - 1:
-                embed = _embed_separately if mode == "separate" else _embed_from_chunks
                 out.update(embed(group, fresh, embedder))
-                bar.update(sum(len(fresh[a.id][1]) + (len(fresh[a.id][0]) if mode == "separate" else 0)
-                               for a in group))
+                bar.update(sum(texts(a) for a in group))
                 group, size = [], 0
     return out
 

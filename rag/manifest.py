@@ -19,13 +19,7 @@ def read_manifest(folder: Path, expected_sha: str = "") -> dict:
     """The version's manifest, checked against CURRENT's checksum when given
     and for the shape every reader relies on."""
     path = folder / "manifest.json"
-    raw = read_file(path, gone="CURRENT names a version that is gone" if not folder.exists() else "missing")
-    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
-        raise IndexCorrupt(f"{path}: does not match the checksum in CURRENT (corrupted or edited)")
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as err:
-        raise IndexCorrupt(f"{path}: unreadable ({err})") from None
+    manifest = read_json(folder, expected_sha)
     found = manifest.get("format") if isinstance(manifest, dict) else None
     if found == 1:
         raise IndexOutdated(f"{path}: an index in the old format 1 (one full copy per version); this rag "
@@ -37,6 +31,19 @@ def read_manifest(folder: Path, expected_sha: str = "") -> dict:
     if not _well_formed(manifest):
         raise IndexCorrupt(f"{path}: malformed (segments, counts, chunk index or dim missing)")
     return manifest
+
+
+def read_json(folder: Path, expected_sha: str = "") -> object:
+    """A version's manifest.json parsed, checked against CURRENT's checksum when
+    given, whatever its format (read_manifest checks it is this rag's)."""
+    path = folder / "manifest.json"
+    raw = read_file(path, gone="CURRENT names a version that is gone" if not folder.exists() else "missing")
+    if expected_sha and hashlib.sha256(raw).hexdigest() != expected_sha:
+        raise IndexCorrupt(f"{path}: does not match the checksum in CURRENT (corrupted or edited)")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except ValueError as err:
+        raise IndexCorrupt(f"{path}: unreadable ({err})") from None
 
 
 def _well_formed(m: dict) -> bool:

@@ -104,12 +104,12 @@ def search_groups(snap: Snapshot, query: np.ndarray, groups: Groups, per_group: 
         rows = groups.members(g)
         dense = _search(snap, query, rows, per_group if lexical is None else DEPTH * per_group, exact)
         found[g] = dense[:per_group] if lexical is None else _fuse(snap, query, dense, rows, lexical,
-                                                                  per_group)
+                                                                  per_group, exact)
     return found
 
 
 def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndarray,
-          lexical: np.ndarray, k: int) -> list[Passage]:
+          lexical: np.ndarray, k: int, exact: np.ndarray | None = None) -> list[Passage]:
     """Reciprocal rank fusion of the dense hits and the BM25 hits among ``rows``."""
     top = rows[_top(lexical[rows], DEPTH * k)]
     top = top[lexical[top] > 0]  # a passage with no question word is no lexical hit
@@ -121,7 +121,8 @@ def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndar
     cosine = {p.chunk_row: p.score for p in dense}
     missing = [row for row in best if row not in cosine]
     if missing:  # lexical-only hits: their cosine, for the answer scorer
-        cosine.update(zip(missing, (_chunk_vectors(snap, missing) @ query).tolist()))
+        found = exact[missing] if exact is not None else _chunk_vectors(snap, missing) @ query
+        cosine.update(zip(missing, found.tolist()))
     return [Passage(row, float(cosine[row]), rank) for rank, row in enumerate(best, 1)]
 
 

@@ -5,7 +5,6 @@ and metadata in its live version's articles.jsonl, checked here against the
 checksums in its manifest, the manifest against CURRENT."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from .errors import IndexCorrupt
 from .index import Snapshot, read_pointer
-from .manifest import file_problem, read_file
+from .manifest import file_problem, read_file, read_json
 from .types import Article
 
 OLD_FORMAT = 1
@@ -26,11 +25,8 @@ def outdated_snapshot(root: Path, dim: int, model: str) -> Snapshot:
 
     live, sha = read_pointer(root)
     folder = Path(root) / live
-    raw = read_file(folder / "manifest.json")
-    if sha and hashlib.sha256(raw).hexdigest() != sha:
-        raise IndexCorrupt(f"{folder / 'manifest.json'}: does not match the checksum in CURRENT")
+    manifest = read_json(folder, sha)
     try:
-        manifest = json.loads(raw.decode("utf-8"))
         if manifest.get("format") != OLD_FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}, not {OLD_FORMAT}")
         data = read_file(folder / "articles.jsonl")
