@@ -195,8 +195,11 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
         # An adjacent sentence that answers nearly as well joins the quote (the answer
         # spans both). Only a less probable one: a more probable neighbour is quoted
         # first, on its own merit, and takes this sentence along if it qualifies.
-        partner = max((row - 1, row + 1), key=lambda r: chance.get(r, 0.0))
-        pair = [partner] if PAIR_RATIO * p <= chance.get(partner, 0.0) <= p else []
+        article_row = int(snap.chunks[chunk_row][0])
+        first = int(snap.sentence_start[article_row])
+        beside = [r for r in (row - 1, row + 1) if first <= r < first + len(snap.sentences[article_row])]
+        partner = max(beside, key=lambda r: chance.get(r, 0.0), default=None)  # never another article's
+        pair = [partner] if partner is not None and PAIR_RATIO * p <= chance.get(partner, 0.0) <= p else []
         quote = _quote(snap, row, chunk_row, p, pair)
         twin = _duplicate_of(snap, row, quote.text, kept, quotes)
         if twin is not None:  # same thing said again: cite its source on the kept quote

@@ -133,6 +133,18 @@ def test_an_adjacent_sentence_that_answers_nearly_as_well_joins_the_quote(small_
     assert both not in scored({"The": 0.9, "Democrats": 0.1})  # far less: quoted alone
     assert both not in scored({"The": 0.3, "Democrats": 0.9})  # more probable neighbour leads, alone
 
+    # the row after an article's last sentence is the next article's first: never its partner
+    last = first + len(snap.sentences[row]) - 1
+    if last + 1 < len(snap.sentence_vectors):
+        def probability(self, features):
+            return np.array([{last: 0.9, last - 1: 0.6, last + 1: 0.85}.get(int(r), 0.01) for r in seen["rows"]])
+        monkeypatch.setattr(answer.Scorer, "probability", probability)
+        other = snap.articles[_where(snap, last + 1)[0]]
+        quotes = [q for v in small_index.ask("Which bill did the senate pass?").viewpoints for q in v.answers]
+        lead = next(q for q in quotes if q.doc_id == "left-a")
+        assert lead.text == article.text.strip()  # paired with its own article's sentence before it
+        assert other.id != "left-a"
+
 
 def _where(snap, row: int) -> tuple[int, int]:
     article_row = int(np.searchsorted(snap.sentence_start, row, side="right") - 1)
