@@ -30,18 +30,19 @@ MAX_DELETED = 0.25  # a segment with more than this share of its articles delete
 
 
 def write_version(root: Path, old: Snapshot, articles: Sequence[Article], fresh: dict, vectors: dict,
-                  manifest: dict, settings: Settings) -> tuple[str, int]:
+                  manifest: dict, settings: Settings, rewrite: frozenset = frozenset()) -> tuple[str, int]:
     """Write the version that holds ``articles`` (in order), built from ``old``;
     ``fresh`` and ``vectors`` hold the chunks and vectors of those embedded now
     (build.embed_articles), ``manifest`` what the new manifest says beyond its
-    rows. Call under the writer lock. Returns (version, chunk count)."""
+    rows; the old segments named in ``rewrite`` are written anew even if
+    nothing in them changed. Call under the writer lock. Returns (version, chunk count)."""
     dim = manifest["dim"]
     whole = _Whole(old)
     stays = {a.id for a in articles if a.id not in fresh and a.id in old.row_of
              and old.articles[old.row_of[a.id]] == a}
     new = _new_part(old, [a for a in articles if a.id not in stays], fresh, vectors, dim, whole)
     chunks_of = np.bincount(old.chunks[:, 0], minlength=len(old.articles))  # chunks per old article row
-    kept = [_Kept(old, held, entry, stays, chunks_of)
+    kept = [_Kept(old, held, entry, stays, chunks_of, held.name in rewrite)
             for held, entry in zip(old.segments, old.manifest.get("segments", ()))]
     live = {key: sum(k.live[key] for k in kept) + n for key, n in new.counts().items()}
 
@@ -78,7 +79,8 @@ class _Kept:
     """An old segment in the new version: its manifest entry with the newly
     deleted ids added, its live row counts, and whether it must be rewritten."""
 
-    def __init__(self, old: Snapshot, held: segment.Segment, entry: dict, stays: set[str], chunks_of: np.ndarray):
+    def __init__(self, old: Snapshot, held: segment.Segment, entry: dict, stays: set[str], chunks_of: np.ndarray,
+                 rewrite: bool = False):
         rows = [r for r in held.articles if old.articles[r].id not in stays]
         self.held, self.gone = held, {old.articles[r].id for r in rows}
         self.entry = dict(entry, deleted=sorted(held.deleted | self.gone))
@@ -86,7 +88,13 @@ class _Kept:
                      "chunks": len(held.chunks) - int(sum(chunks_of[r] for r in rows)),
                      "sentences": len(held.sentences) - sum(len(old.sentences[r]) for r in rows)}
         self.size = self.live["articles"] + self.live["sentences"]
-        self.dirty = len(self.entry["deleted"]) > MAX_DELETED * entry["counts"]["articles"]
+        self.dirty = rewrite or len(self.entry["deleted"]) > MAX_DELETED * entry["counts"]["articles"]
+
+
+def without_terms(snap: Snapshot) -> frozenset:
+    """The segments of ``snap`` written without term counts (by an older rag):
+    loading counts their words from the text each time; rewriting them stores the counts."""
+    return frozenset(s.name for s in snap.segments if s.terms is None)
 
 
 def merge_runs(sizes: Sequence[int]) -> list[list[int]]:

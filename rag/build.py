@@ -101,16 +101,17 @@ def _same_path(old: Article, new: Article) -> Article:
 
 
 def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
-            settings: Settings, progress: bool = True) -> tuple[str, int]:
+            settings: Settings, progress: bool = True, rewrite: frozenset = frozenset()) -> tuple[str, int]:
     """Chunk and embed what the plan needs and write the new version; only the
-    rows that changed are written (assemble.py). Returns (version, chunk count)."""
+    rows that changed are written (assemble.py), and the old segments named in
+    ``rewrite``. Returns (version, chunk count)."""
     todo = [a for a in the_plan.articles if a.id in the_plan.embed]
     fresh = _chunk_all(todo, embedder, settings, progress)
     vectors = embed_articles(todo, fresh, embedder, settings, progress)
     manifest = {"model": embedder.name, "dim": embedder.dim,
                 "embedder": getattr(embedder, "backend", embedder.name),
                 "chunking": chunk_settings(settings, embedder), "library": _versions(), "previous": old.version}
-    return assemble.write_version(root, old, the_plan.articles, fresh, vectors, manifest, settings)
+    return assemble.write_version(root, old, the_plan.articles, fresh, vectors, manifest, settings, rewrite)
 
 
 def sentence_mode(settings: Settings, embedder: Embedder) -> str:
@@ -229,18 +230,21 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
         progress: bool = True, wait: float = 0.0, current: store.Snapshot | None = None) -> BuildReport:
     """Plan and write one update under the writer lock. ``current`` is a version
     the caller already has in memory: the segments it holds are not read again."""
-    if mode != "remove" and not loaded.articles:
+    if mode not in ("remove", "upgrade") and not loaded.articles:
         reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
         raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
     with store.writer_lock(root, wait=wait):
         old = _previous(root, embedder, settings, full, mode, current)
         same_chunking = old.manifest.get("chunking") in (None, chunk_settings(settings, embedder))
-        the_plan = plan(old, loaded, mode, remove, reuse_vectors=same_chunking and not full)
+        the_plan = plan(old, loaded, "remove" if mode == "upgrade" else mode, remove,
+                        reuse_vectors=same_chunking and not full)
         report = the_plan.report
-        nothing = not (report.added or report.changed or report.removed) and same_chunking and not full
+        # an upgrade rewrites segments that lack stored term counts (older releases)
+        recount = assemble.without_terms(old) if mode == "upgrade" else frozenset()
+        nothing = not (report.added or report.changed or report.removed or recount) and same_chunking and not full
         if dry_run or (nothing and old.version):
             return replace(report, chunks=len(old.chunks))
-        version, n_chunks = execute(root, old, the_plan, embedder, settings, progress)
+        version, n_chunks = execute(root, old, the_plan, embedder, settings, progress, recount)
         return replace(report, chunks=n_chunks, version=version)
 
 

@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     command("check", "verify the index: checksums, counts, model")
 
     p = command("upgrade", "convert an index written by an older rag, keeping every article "
-                "(each is embedded again)")
+                "(format 1: each is embedded again)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("eval", "measure answer quality: 'squad FILE.json' (answer-sentence hit@k, MRR, "
@@ -116,8 +116,9 @@ def cmd_upgrade(args) -> int:
     if not report.version:
         print(f"{args.index}: already in the current format ({report.unchanged} articles); nothing to do")
         return 0
-    print(f"{args.index}: converted; {report.embedded_articles} articles embedded again, "
-          f"{report.chunks} chunks; index version {report.version}")
+    done = (f"{report.embedded_articles} articles embedded again" if report.embedded_articles
+            else "word counts stored for questions (no article embedded again)")
+    print(f"{args.index}: converted; {done}, {report.chunks} chunks; index version {report.version}")
     return 0
 
 

@@ -169,13 +169,14 @@ class Index:
         return self._write(Loaded((), ()), "remove", remove=doc_ids, dry_run=dry_run, progress=False)
 
     def upgrade(self, progress: bool = True) -> BuildReport:
-        """Convert an index written by an older rag (format 1) to this one, keeping
-        every article (each is embedded again); an index already current is left as it is.
+        """Convert an index written by an older rag to this one, keeping every
+        article: format 1 is embedded again; segments written before term counts
+        were stored get them (their vectors are kept); a current index is left as it is.
 
         >>> rag.Index("index").upgrade().version  # doctest: +SKIP
         'v000004'
         """
-        return self._write(Loaded((), ()), "remove", remove=(), progress=progress)
+        return self._write(Loaded((), ()), "upgrade", progress=progress)
 
     def rebuild(self, paths: Iterable[str | os.PathLike], fields: Mapping[str, str] | None = None,
                 full: bool = False, dry_run: bool = False, progress: bool = True) -> BuildReport:

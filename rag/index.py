@@ -82,7 +82,7 @@ class Snapshot:
         chunks = self.chunks[c.start:c.stop] - np.array([a.start, 0, 0, 0, 0], dtype=np.int64)
         return Part(self.articles[a.start:a.stop], self.sentences[a.start:a.stop], chunks,
                     vectors[c.start:c.stop], self.sentence_vectors[s.start:s.stop],
-                    None if lists is None else lists[c.start:c.stop], centroids)
+                    None if lists is None else lists[c.start:c.stop], centroids, segment.terms)
 
     @property
     def dim(self) -> int:
@@ -257,7 +257,7 @@ def _assemble(parts: list[Part], manifest: dict, version: str, nprobe: int) -> S
         size = np.array([len(part.articles), len(part.chunks), len(part.sentence_vectors)])
         end = at + size
         segments.append(Segment(entry["name"], entry["files"], frozenset(entry["deleted"]),
-                                *(range(int(a), int(b)) for a, b in zip(at, end))))
+                                *(range(int(a), int(b)) for a, b in zip(at, end)), terms=part.terms))
         at = end
     return Snapshot(joined.articles, joined.sentences, joined.chunks, index, joined.sentence_vectors,
                     manifest, version, segments=tuple(segments))

@@ -10,6 +10,10 @@ A segment holds some articles with everything a reader needs about them::
       sentences.npy   float16 sentence vectors, each article's rows contiguous
       lists.npy       IVF only: the inverted list of each chunk vector
       centroids.npy   IVF only: the trained centroids those lists refer to
+      vocab.txt       the content words of its chunks, one a line (lexical.Terms),
+      terms.npy       with each chunk's words and counts as int32 (word, count)
+      term_rows.npy   pairs, and where each chunk's pairs start (int64):
+                      BM25's statistics, so loading never tokenizes the text
 
 It is written once and never changed; a version lists the segments it uses
 and, for each, the ids of its articles that the version no longer serves
@@ -26,10 +30,12 @@ from typing import Collection, Sequence
 
 import numpy as np
 
+from .lexical import TERMS_VERSION, Terms
 from .types import Article, Span
 
 FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
 IVF_FILES = ("lists.npy", "centroids.npy")
+TERM_FILES = ("vocab.txt", "terms.npy", "term_rows.npy")  # optional: older segments lack them
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Segment:
     articles: range
     chunks: range
     sentences: range
+    terms: Terms | None = None  # its live chunks' term counts (None: an older segment without them)
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +64,7 @@ class Part:
     sentence_vectors: np.ndarray  # (n_sentences, dim)
     lists: np.ndarray | None = None  # IVF: the inverted list of each chunk vector
     centroids: np.ndarray | None = None  # IVF: the centroids the lists refer to
+    terms: Terms | None = None  # each chunk's content words; None: counted from the text when written
 
     def counts(self) -> dict:
         return {"articles": len(self.articles), "chunks": len(self.chunks),
@@ -76,7 +84,8 @@ class Part:
         return Part([a for a, k in zip(self.articles, keep) if k],
                     [s for s, k in zip(self.sentences, keep) if k], chunks, self.vectors[chunk_keep],
                     self.sentence_vectors[sentence_keep],
-                    None if self.lists is None else self.lists[chunk_keep], self.centroids)
+                    None if self.lists is None else self.lists[chunk_keep], self.centroids,
+                    None if self.terms is None else self.terms.take(chunk_keep))
 
     def problem(self, counts: dict, dim: int, nlist: int | None = None) -> str:
         """Do the rows agree with ``counts`` and with each other? Rows that point
@@ -96,6 +105,8 @@ class Part:
                 self.lists.shape != (len(c),) or self.centroids.shape != (nlist, dim)
                 or (len(c) and not 0 <= self.lists.min() <= self.lists.max() < nlist))):
             return "inverted lists do not match the chunk index in the manifest"
+        if self.terms is not None and self.terms.problem(len(c)):
+            return self.terms.problem(len(c))
         if len(c):
             rows = c[:, 0]
             if rows.min() < 0 or rows.max() >= len(self.articles):
@@ -110,7 +121,8 @@ class Part:
 
 def concat(parts: Sequence[Part], dim: int, vectors: bool = True) -> Part:
     """The parts one after another, chunk rows renumbered. With ``vectors=False``
-    the chunk vectors are left out (empty): the caller hands them to FAISS."""
+    the chunk vectors and term counts are left out (empty, None): a loading
+    snapshot hands the vectors to FAISS and keeps the counts per segment."""
     if len(parts) == 1 and vectors:
         return parts[0]
     offsets = np.cumsum([0] + [len(p.articles) for p in parts])
@@ -121,7 +133,9 @@ def concat(parts: Sequence[Part], dim: int, vectors: bool = True) -> Part:
                 _join([p.vectors for p in parts] if vectors else [], dim, np.float32),
                 _join([p.sentence_vectors for p in parts], dim, np.float16),
                 np.concatenate(lists) if lists else None,
-                next((p.centroids for p in parts if p.centroids is not None), None))
+                next((p.centroids for p in parts if p.centroids is not None), None),
+                Terms.join([p.terms for p in parts]) if vectors and all(p.terms is not None for p in parts)
+                else None)
 
 
 def _join(arrays: list, dim: int, dtype) -> np.ndarray:
@@ -146,7 +160,31 @@ def encode(part: Part) -> dict[str, bytes]:
     if part.lists is not None:
         blobs["lists.npy"] = _npy_bytes(part.lists.astype(np.int64))
         blobs["centroids.npy"] = _npy_bytes(part.centroids.astype(np.float32))
+    blobs.update(_term_blobs(part))
     return blobs
+
+
+def _term_blobs(part: Part) -> dict[str, bytes]:
+    terms = part.terms
+    if terms is None:  # new rows, or old rows from a segment without counts: count them now
+        terms = Terms.of([part.articles[int(a)].text[int(s):int(e)] for a, s, e in part.chunks[:, :3]])
+    terms = terms.compact()
+    vocab = "".join(f"{w}\n" for w in (f"#terms {TERMS_VERSION}", *terms.vocab))
+    return {"vocab.txt": vocab.encode("ascii"),
+            "terms.npy": _npy_bytes(np.stack([terms.ids, terms.counts], axis=1).astype(np.int32)),
+            "term_rows.npy": _npy_bytes(terms.rows.astype(np.int64))}
+
+
+def _decode_terms(blobs: dict[str, bytes]) -> Terms | None:
+    """The stored term counts; None if the segment has none, or counted them with
+    another version of the tokenizer (they are counted from the text again)."""
+    if "vocab.txt" not in blobs:
+        return None
+    lines = blobs["vocab.txt"].decode("ascii").split("\n")
+    if lines[0] != f"#terms {TERMS_VERSION}":
+        return None
+    pairs = _npy(blobs["terms.npy"], np.int32).reshape(-1, 2)
+    return Terms(tuple(lines[1:-1]), _npy(blobs["term_rows.npy"], np.int64), pairs[:, 0], pairs[:, 1])
 
 
 def decode(blobs: dict[str, bytes]) -> Part:
@@ -156,7 +194,7 @@ def decode(blobs: dict[str, bytes]) -> Part:
     return Part(articles, sentences, _npy(blobs["chunks.npy"], np.int64), _npy(blobs["vectors.npy"], np.float32),
                 _npy(blobs["sentences.npy"], np.float16),
                 _npy(blobs["lists.npy"], np.int64) if ivf else None,
-                _npy(blobs["centroids.npy"], np.float32) if ivf else None)
+                _npy(blobs["centroids.npy"], np.float32) if ivf else None, _decode_terms(blobs))
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

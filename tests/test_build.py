@@ -159,13 +159,13 @@ def test_questions_after_an_update_do_not_wait_for_the_new_bm25(tmp_path, hash_e
     rag.build([docs], index=tmp_path / "index", embedder=hash_embedder, progress=False)
     ix = rag.open(tmp_path / "index", embedder=hash_embedder)
     ix.ask("tram line")  # the first version's BM25 is built and used
-    release, real_build = threading.Event(), lexical.build
+    release, real_build = threading.Event(), lexical.of_terms
 
-    def slow_build(texts):
+    def slow_build(terms):
         release.wait(30)
-        return real_build(texts)
+        return real_build(terms)
 
-    monkeypatch.setattr(lexical, "build", slow_build)
+    monkeypatch.setattr(lexical, "of_terms", slow_build)
     (docs / "c.md").write_text("---\nviewpoint: left\n---\nA zyzzyva beetle closed the tram depot.\n")
     ix.add([docs / "c.md"], progress=False)
     result = {}

@@ -137,8 +137,14 @@ def test_any_single_flipped_byte_anywhere_is_caught(tmp_path, hash_embedder, see
 def test_damaged_pointer_to_an_intact_only_version(tmp_path, hash_embedder, how):
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
-    DAMAGE[how](index / "CURRENT")
-    if how == "flip":  # the flipped byte is in the manifest checksum: it cannot vouch for v000001
+    if how == "flip":  # one hex digit of the manifest checksum changed: it cannot vouch for v000001
+        pointer = bytearray((index / "CURRENT").read_bytes())
+        middle = len(pointer) // 2
+        pointer[middle] = ord("0") if pointer[middle] != ord("0") else ord("1")
+        (index / "CURRENT").write_bytes(bytes(pointer))
+    else:
+        DAMAGE[how](index / "CURRENT")
+    if how == "flip":
         with pytest.raises(IndexCorrupt, match="manifest.json: does not match the checksum in CURRENT"):
             rag.open(index, embedder=hash_embedder)
     else:  # unreadable or missing pointer: the newest good version, saying so

@@ -291,3 +291,18 @@ def test_squad_shared_answer_sentences(tmp_path, model):
     report = evaluate.eval_squad(squad, tmp_path / "index", limit=300, embedder=model)
     assert report["questions"] == 300
     assert report["hit@1"] >= 0.72 and report["hit@3"] >= 0.84, report
+
+
+def test_bm25_from_word_counts_scores_as_bm25s_indexing_the_text():
+    """Index BM25 is built from stored word counts (lexical.of_terms); it must
+    score exactly as bm25s's own indexing of the same words."""
+    import bm25s
+
+    text = (Path(__file__).parents[1] / "seeds" / "independent-putin-playing-for-time.txt").read_text(encoding="utf-8")
+    paragraphs = [p for p in text.split("\n\n") if tokens(p)]
+    ours = build_lexical(paragraphs)
+    reference = bm25s.BM25()
+    reference.index([tokens(p) for p in paragraphs], show_progress=False)
+    for question in ("Did Russia make big concessions?", "Is Putin playing for time?", "ceasefire energy"):
+        known = [t for t in dict.fromkeys(tokens(question)) if t in reference.vocab_dict]
+        assert known and np.allclose(ours.scores(question), reference.get_scores(known), atol=1e-5)

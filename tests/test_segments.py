@@ -2,6 +2,7 @@
 never rewriting or re-reading the segments it shares with the version before;
 removals are tombstones; merges and compaction keep answers the same; the
 segments no kept version lists are collected."""
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from rag import commit
 from rag import index as store
 from rag.assemble import MAX_SEGMENTS, merge_runs
 from rag.lexical import for_snapshot
+from rag.segment import TERM_FILES
 
 QUESTIONS = ["tax budget inflation", "troops ukraine russia", "school police court", "grain exports ports"]
 WORDS = ("tax border climate vaccine election court senate tariff energy school police "
@@ -80,7 +82,7 @@ def test_an_add_writes_one_small_segment_and_leaves_the_others_untouched(ix, tmp
     # what was written: the new segment's files, the manifest, the pointer; nothing of s000001
     names = sorted(f"{p.parent.name.split('-')[1] if p.parent.name.startswith('.tmp') else p.parent.name}/{p.name}"
                    for p, _ in written)
-    assert names == sorted([*(f"s000002/{f}" for f in store.FILES), "v000002/manifest.json",
+    assert names == sorted([*(f"s000002/{f}" for f in store.FILES + TERM_FILES), "v000002/manifest.json",
                             f"{index.name}/CURRENT.tmp"])
     assert sum(n for _, n in written) < 0.1 * sum(size for _, _, size in before.values())
     # nothing of the old segment was read (hence hashed) again, and its files are the very same
@@ -89,7 +91,7 @@ def test_an_add_writes_one_small_segment_and_leaves_the_others_untouched(ix, tmp
     assert {k: v for k, v in after.items() if k.startswith("segments/s000001/")} == before
     assert ix.ask("salmon quotas halved").viewpoints[0].answers[0].doc_id == "salmon"
     # the writer's next snapshot read the new segment only
-    assert [p.parent.name for p in read if "segments" in p.parts] == ["s000002"] * len(store.FILES)
+    assert [p.parent.name for p in read if "segments" in p.parts] == ["s000002"] * len(store.FILES + TERM_FILES)
 
 
 def test_a_remove_is_a_tombstone_and_the_article_leaves_every_answer(ix, hash_embedder):
@@ -192,3 +194,54 @@ def test_ivf_segments_share_centroids_and_load_the_same_from_disk(tmp_path, hash
     ix.remove([f"base-{n:02d}" for n in range(4, 30)])
     assert manifest(ix.root)["chunk_index"]["type"] == "flat" and len(manifest(ix.root)["segments"]) == 1
     assert isinstance(faiss.downcast_index(ix.snapshot().chunk_index), faiss.IndexFlatIP)
+
+
+def test_word_counts_are_stored_per_segment_and_loading_never_tokenizes(ix, corpus, tmp_path, hash_embedder,
+                                                                         monkeypatch):
+    """BM25 comes from the counts each segment stores, cut to the live rows
+    (removed and replaced articles leave), and scores as bm25s does from the text."""
+    from rag import lexical
+
+    ix.add([write_article(tmp_path / "new", "salmon", "Salmon quotas were halved by the tax court.", "center")],
+           progress=False)
+    ix.remove(["base-03"])
+    write_article(corpus, "base-04", body(99), "center")
+    ix.add([corpus / "base-04.md"], progress=False)
+    assert all(set(TERM_FILES) <= set(s["files"]) for s in manifest(ix.root)["segments"])
+
+    def no_counting(texts):
+        raise AssertionError("a stored segment was tokenized again")
+
+    monkeypatch.setattr(lexical.Terms, "of", staticmethod(no_counting))
+    snap = store.load(ix.root)  # a fresh reader
+    stored = for_snapshot(snap)
+    monkeypatch.undo()
+    texts = [snap.articles[int(a)].text[int(s):int(e)] for a, s, e in snap.chunks[:, :3]]
+    counted = lexical.build(texts)
+    for question in QUESTIONS + ["salmon quotas halved"]:
+        assert np.allclose(stored.scores(question), counted.scores(question), atol=1e-5)
+        assert stored.idf(question.split()[0]) == pytest.approx(counted.idf(question.split()[0]))
+
+
+def test_segments_without_word_counts_answer_the_same_and_upgrade_stores_them(ix, hash_embedder):
+    """An index from the previous release has no word counts in its segments:
+    it loads (counting from the text) and ``rag upgrade`` adds them, embedding nothing."""
+    index = ix.root
+    before = answers(ix)
+    live = store.current_version(index)
+    data = manifest(index)
+    for entry in data["segments"]:
+        entry["files"] = {k: v for k, v in entry["files"].items() if k not in TERM_FILES}
+    raw = json.dumps(data, indent=1).encode("utf-8")
+    (index / live / "manifest.json").write_bytes(raw)
+    (index / "CURRENT").write_text(f"{live} {hashlib.sha256(raw).hexdigest()}\n")
+    old = rag.open(index, embedder=hash_embedder)
+    assert [s.terms for s in old.snapshot().segments] == [None]
+    assert answers(old) == before
+    report = old.upgrade(progress=False)
+    assert report.version and report.embedded_articles == 0
+    segments = manifest(index)["segments"]
+    assert all(set(TERM_FILES) <= set(s["files"]) for s in segments)
+    assert all(s.terms is not None for s in store.load(index).segments)
+    assert answers(rag.open(index, embedder=hash_embedder)) == before
+    assert not old.upgrade(progress=False).version  # nothing left to do
