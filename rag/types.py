@@ -6,7 +6,7 @@ offsets into ``Article.text``, so ``article.text[start:end]`` is the quote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 # The metadata fields an article may carry by name; anything else goes to ``meta``.
 ARTICLE_FIELDS = ("id", "title", "source", "viewpoint", "date", "url")
@@ -37,8 +37,10 @@ class Article:
         return self.id
 
 
-@dataclass(frozen=True)
-class Span:
+class Span(NamedTuple):
+    """Character offsets into an article's text (a tuple: an index holds
+    hundreds of thousands, made fast when a version loads)."""
+
     start: int
     end: int
 
