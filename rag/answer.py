@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -139,6 +139,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     cache = snap.__dict__.setdefault("_sentence_tokens", {})
     q_tokens = tokens(query.question or query.text)
     q_bigrams = set(zip(q_tokens, q_tokens[1:]))
+    q_words = {w.lower() for w in query.text.split()}
     spans = {}  # sentence row -> (article row, its first sentence row, its sentence count)
     for row in rows.tolist():
         article_row = int(snap.chunks[found[row].chunk_row][0])
@@ -151,22 +152,21 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     for row in rows.tolist():
         passage = found[row]
         article_row, start, count = spans[row]
-        text = _text(snap, article_row, row - start)
-        sequence, words = _tokens(snap, cache, article_row, row - start, row)
-        bigrams = len(q_bigrams & set(zip(sequence, sequence[1:]))) / max(len(q_bigrams), 1)
+        sentence = _sentence(snap, cache, article_row, row - start, row)
+        words = sentence.words
+        bigrams = len(q_bigrams & sentence.bigrams) / max(len(q_bigrams), 1)
         neighbours = neighbours_of[row]
         nb_cos = max((cos_of[r] for r in neighbours), default=0.0)
-        around = {r: _tokens(snap, cache, article_row, r - start, r)[1] for r in neighbours}
+        around = {r: _sentence(snap, cache, article_row, r - start, r).words for r in neighbours}
         context = words.union(*around.values())
-        n_words = len(text.split())
-        names = {m.lower() for m in _NAME.findall(text)} - {w.lower() for w in query.text.split()}
+        names = sentence.names - q_words
         table.append([0.0, passage.score, nb_cos, covered(words), covered(passage_words[passage.chunk_row]),
                       covered(context), 0.0, 0.0, 1.0 / passage.rank, (row - start) / max(count - 1, 1),
-                      np.log1p(n_words), len(words - query.terms) / max(len(words), 1),
-                      float(numeric_q and bool(_DIGIT.search(text))), float(who_q and bool(names)),
+                      np.log1p(sentence.n_words), len(words - query.terms) / max(len(words), 1),
+                      float(numeric_q and sentence.numeric), float(who_q and bool(names)),
                       bigrams, float(len(words & query.terms)), covered(around.get(row - 1, set())),
                       covered(around.get(row + 1, set())), 0.0, 0.0,
-                      covered(around.get(row - 1, set())) if _ANAPHOR.match(text) else 0.0])
+                      covered(around.get(row - 1, set())) if sentence.anaphor else 0.0])
     features = np.asarray(table, dtype=np.float32)
     features[:, 0] = [cos_of[r] for r in rows.tolist()]
     features[:, 6] = features[:, 0] - features[:, 0].max()  # how far behind the best sentence
@@ -248,12 +248,26 @@ def _quote(snap: Snapshot, row: int, chunk_row: int, score: float, pair: Sequenc
                  date=article.date, url=article.url)
 
 
-def _tokens(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> tuple[list[str], set[str]]:
-    """A sentence's content words, in order and as a set (kept per loaded version)."""
+class _Sentence(NamedTuple):
+    """What the features need of a sentence whatever the question: worked out
+    once per loaded version (``_sentence``), as questions reach it."""
+
+    words: frozenset  # content words (lexical.tokens)
+    bigrams: frozenset  # adjacent content-word pairs
+    n_words: int  # whitespace words
+    names: frozenset  # capitalised words inside it, lower-cased
+    numeric: bool  # holds a number (digits or spelled out)
+    anaphor: bool  # opens with a pronoun: "It", "They", "This"...
+
+
+def _sentence(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> _Sentence:
     found = cache.get(row)
     if found is None:
-        sequence = tokens(_text(snap, article_row, index))
-        found = cache[row] = (sequence, set(sequence))
+        text = _text(snap, article_row, index)
+        sequence = tokens(text)
+        found = cache[row] = _Sentence(frozenset(sequence), frozenset(zip(sequence, sequence[1:])),
+                                       len(text.split()), frozenset(m.lower() for m in _NAME.findall(text)),
+                                       bool(_DIGIT.search(text)), bool(_ANAPHOR.match(text)))
     return found
 
 
