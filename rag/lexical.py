@@ -13,6 +13,7 @@ import functools
 import math
 import re
 import threading
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -71,15 +72,14 @@ class Terms:
         [{'cat': 2, 'sat': 1}, {'dog': 1}]
         """
         vocab: dict[str, int] = {}
-        ids: list[int] = []
-        counts: list[int] = []
-        rows = [0]
+        ids, counts, rows = array("i"), array("i"), array("q", [0])  # C ints: millions at 12k articles
         for text in texts:
             for word, n in Counter(tokens(text)).items():
                 ids.append(vocab.setdefault(word, len(vocab)))
                 counts.append(n)
             rows.append(len(ids))
-        return Terms(tuple(vocab), np.array(rows, np.int64), np.array(ids, np.int32), np.array(counts, np.int32))
+        return Terms(tuple(vocab), np.frombuffer(rows, np.int64), np.frombuffer(ids, np.int32),
+                     np.frombuffer(counts, np.int32))
 
     def __len__(self) -> int:
         return len(self.rows) - 1
