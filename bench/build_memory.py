@@ -9,7 +9,10 @@ is missing, and its own memory (the ONNX Runtime session and its working
 memory) is measured apart, in a child process, and added.
 
     python bench/build_memory.py                 # all 11,998 articles, ~5-8 min
-    python bench/build_memory.py --articles 3000 --no-write --keep /tmp/idx
+    python bench/build_memory.py --articles 3000 --no-write --work /tmp/w --keep /tmp/idx
+
+(``--work`` builds in a fixed folder, so two code versions write byte-comparable
+files: each article records its path.)
 
 RSS is sampled every 20 ms inside each phase (the build's own functions,
 wrapped); ``ru_maxrss`` is the exact high-water mark of the whole process.
@@ -150,6 +153,7 @@ def main() -> None:
                     help="articles the real model embeds in the child that measures its memory (0: skip)")
     ap.add_argument("--label", default="", help="added to the BENCHMARKS.md heading, e.g. before/after")
     ap.add_argument("--keep", help="copy the index here (to compare files between code versions)")
+    ap.add_argument("--work", help="build in this folder (emptied first) instead of a new temporary one")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--model-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -172,7 +176,10 @@ def main() -> None:
     phases.wrap(build.assemble, "write_version", "assemble + write")
     assert store.write is not commit.write
 
-    tmp = Path(tempfile.mkdtemp(prefix="rag-mem-"))
+    if args.work:  # a fixed folder: the articles' paths, hence the files' bytes, repeat
+        shutil.rmtree(args.work, ignore_errors=True)
+        Path(args.work).mkdir(parents=True)
+    tmp = Path(args.work or tempfile.mkdtemp(prefix="rag-mem-"))
     corpus = corpus_slice(args.articles, tmp) if args.articles else ALLSIDES
     embedder = stand_in()
     embedder._truncating_tokenizer  # noqa: B018 - the real encode_chunks tokenizes with it
