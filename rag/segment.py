@@ -22,7 +22,8 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
-from typing import Collection, Sequence
+from functools import partial
+from typing import BinaryIO, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -147,6 +148,31 @@ def encode(part: Part) -> dict[str, bytes]:
         blobs["lists.npy"] = _npy_bytes(part.lists.astype(np.int64))
         blobs["centroids.npy"] = _npy_bytes(part.centroids.astype(np.float32))
     return blobs
+
+
+def writers(part: Part) -> dict[str, Callable[[BinaryIO], None]]:
+    """The segment files of ``part``, by name (as ``encode``), each as a function
+    that writes the file's bytes (``encode``'s, exactly) to a stream. A file is
+    written as it is made, a line or 16 MB of an array at a time, so a big
+    segment is never held in memory a second time as bytes."""
+    arrays = {"chunks.npy": (part.chunks, np.int64), "vectors.npy": (part.vectors, np.float32),
+              "sentences.npy": (part.sentence_vectors, np.float16)}
+    if part.lists is not None:
+        arrays.update({"lists.npy": (part.lists, np.int64), "centroids.npy": (part.centroids, np.float32)})
+    return {"articles.jsonl": partial(_write_articles, part),
+            **{name: partial(_write_npy, array, dtype) for name, (array, dtype) in arrays.items()}}
+
+
+def _write_articles(part: Part, out: BinaryIO) -> None:
+    for article, spans in zip(part.articles, part.sentences):
+        record = asdict(article)
+        record["sentences"] = [[s.start, s.end] for s in spans]
+        out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _write_npy(array: np.ndarray, dtype, out: BinaryIO) -> None:
+    # no copy when the array already has the dtype; np.save writes 16 MB pieces to a non-file stream
+    np.save(out, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
 
 
 def decode(blobs: dict[str, bytes]) -> Part:
