@@ -200,8 +200,8 @@ def main() -> None:
         shutil.copytree(ix.root, args.keep, dirs_exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = ["| phase | seconds | RSS at start, GB | peak RSS sampled in it, GB | process high-water mark after it, GB |",
-            "|---|---|---|---|---|"]
+    rows = ["| phase | seconds | RSS at start, GB | peak RSS sampled in it, GB "
+            "| process high-water mark after it, GB |", "|---|---|---|---|---|"]
     for name, row in phases.rows.items():
         rows.append(f"| {name} | {row['seconds']:.0f} | {gb(row['start'])} | {gb(row['sampled'])} "
                     f"| {gb(row['maxrss'])} |")
