@@ -20,7 +20,7 @@ from . import ann, segment
 from . import index as store
 from .index import Snapshot
 from .settings import Settings
-from .types import Article
+from .types import Article, Embedded
 
 # When segments are merged (see ``merge_runs``): an update writes one small segment,
 # and these keep the count and the dead weight of segments bounded.
@@ -29,7 +29,7 @@ MERGE_RATIO = 4  # a segment at least 1/4 the size of the one before it is merge
 MAX_DELETED = 0.25  # a segment with more than this share of its articles deleted is rewritten without them
 
 
-def write_version(root: Path, old: Snapshot, articles: Sequence[Article], fresh: dict, vectors: dict,
+def write_version(root: Path, old: Snapshot, articles: Sequence[Article], fresh: dict, vectors: Embedded,
                   manifest: dict, settings: Settings, rewrite: frozenset = frozenset()) -> tuple[str, int]:
     """Write the version that holds ``articles`` (in order), built from ``old``;
     ``fresh`` and ``vectors`` hold the chunks and vectors of those embedded now
@@ -152,18 +152,19 @@ class _Whole:
         return _rows_by_article(self.snap.chunks)
 
 
-def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: dict, dim: int,
+def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: Embedded, dim: int,
               whole: _Whole) -> segment.Part:
-    """The rows of ``articles``: embedded now (in ``fresh``), or copied from
-    ``old`` when only their metadata changed."""
+    """The rows of ``articles``: embedded now (in ``fresh`` and ``vectors``), or
+    copied from ``old`` when only their metadata changed."""
     tables, chunk_vectors, sentence_lists, sentence_vectors = [], [], [], []
     for row, article in enumerate(articles):
         if article.id in fresh:
             sentences, chunks = fresh[article.id]
             table = np.array([[row, c.start, c.end, c.first_sentence, c.last_sentence] for c in chunks],
                              dtype=np.int64).reshape(-1, 5)
-            chunk_vectors.append(vectors[article.id][0])
-            sentence_vectors.append(vectors[article.id][1])
+            new_chunks, new_sentences = vectors.of(article.id)
+            chunk_vectors.append(new_chunks)
+            sentence_vectors.append(new_sentences)
         else:  # same text, other metadata: its vectors are reused
             old_row = old.row_of[article.id]
             rows = whole.chunk_rows(old_row)
@@ -174,13 +175,16 @@ def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: dict
             sentence_vectors.append(old.sentence_vectors[first:first + len(sentences)])
         tables.append(table)
         sentence_lists.append(tuple(sentences))
-    return segment.Part(list(articles), sentence_lists,
-                        np.concatenate(tables) if tables else np.zeros((0, 5), np.int64),
+    table = np.concatenate(tables) if tables else np.zeros((0, 5), np.int64)
+    if [a.id for a in articles] == list(vectors.rows):  # exactly the articles embedded now, in order:
+        return segment.Part(list(articles), sentence_lists, table,  # their arrays as they are, no copy
+                            vectors.chunk_vectors, vectors.sentence_vectors)
+    return segment.Part(list(articles), sentence_lists, table,
                         _stack(chunk_vectors, dim, np.float32), _stack(sentence_vectors, dim, np.float16))
 
 
 def _stack(arrays: list, dim: int, dtype) -> np.ndarray:
-    return np.concatenate(arrays).astype(dtype) if arrays else np.zeros((0, dim), dtype)
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros((0, dim), dtype)
 
 
 def _rows_by_article(chunks: np.ndarray):

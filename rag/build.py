@@ -18,7 +18,7 @@ from .embed import Embedder
 from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .ingest import Loaded
 from .settings import Settings
-from .types import Article, BuildReport, Rejected, Span
+from .types import Article, BuildReport, Embedded, Rejected, Span
 
 
 @dataclass(frozen=True)
@@ -129,10 +129,11 @@ EMBED_GROUP = 2048
 
 
 def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder, settings: Settings,
-                   progress: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(chunk vectors float32, sentence vectors float16) of each article, in its
-    chunk and sentence order. Articles go to the model in groups of about
-    ``EMBED_GROUP`` chunks, under one progress bar."""
+                   progress: bool) -> Embedded:
+    """Chunk vectors (float32) and sentence vectors (float16) of the articles, in
+    their chunk and sentence order, written into one array per kind (``Embedded``).
+    Articles go to the model in groups of about ``EMBED_GROUP`` chunks, under
+    one progress bar."""
     from tqdm.auto import tqdm
 
     separate = sentence_mode(settings, embedder) == "separate"
@@ -142,7 +143,7 @@ def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder,
         sentences, chunks = fresh[article.id]
         return len(chunks) + (len(sentences) if separate else 0)
 
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out = _allocate(articles, fresh, embedder.dim)
     total = sum(texts(a) for a in articles)
     with tqdm(total=total, desc="embedding", unit="text", leave=False, dynamic_ncols=True,
               disable=not progress or total == 0) as bar:
@@ -152,29 +153,42 @@ def embed_articles(articles: Sequence[Article], fresh: dict, embedder: Embedder,
             group.append(article)
             size += len(fresh[article.id][1])
             if size >= EMBED_GROUP or n == len(articles) - 1:
-                out.update(embed(group, fresh, embedder))
+                embed(group, fresh, embedder, out)
                 bar.update(sum(texts(a) for a in group))
                 group, size = [], 0
     return out
 
 
-def _embed_separately(articles: Sequence[Article], fresh: dict, embedder: Embedder) -> dict:
+def _allocate(articles: Sequence[Article], fresh: dict, dim: int) -> Embedded:
+    """Arrays for every chunk and sentence of ``articles``, filled as groups leave the model
+    (pages are only taken as they are written, so memory grows with the progress bar)."""
+    rows, n_chunks, n_sentences = {}, 0, 0
+    for article in articles:
+        sentences, chunks = fresh[article.id]
+        rows[article.id] = (slice(n_chunks, n_chunks + len(chunks)),
+                            slice(n_sentences, n_sentences + len(sentences)))
+        n_chunks, n_sentences = n_chunks + len(chunks), n_sentences + len(sentences)
+    return Embedded(np.zeros((n_chunks, dim), np.float32), np.zeros((n_sentences, dim), np.float16), rows)
+
+
+def _embed_separately(articles: Sequence[Article], fresh: dict, embedder: Embedder, out: Embedded) -> None:
     texts: list[str] = []
     for article in articles:
         sentences, chunks = fresh[article.id]
         texts += [article.text[c.start:c.end] for c in chunks]
         texts += [article.text[s.start:s.end] for s in sentences]
     vectors = embedder.encode(texts)
-    out, at = {}, 0
+    at = 0
     for article in articles:
         sentences, chunks = fresh[article.id]
         n, m = len(chunks), len(sentences)
-        out[article.id] = (vectors[at:at + n], vectors[at + n:at + n + m].astype(np.float16))
+        chunk_rows, sentence_rows = out.rows[article.id]
+        out.chunk_vectors[chunk_rows] = vectors[at:at + n]
+        out.sentence_vectors[sentence_rows] = vectors[at + n:at + n + m]  # cast to float16 here
         at += n + m
-    return out
 
 
-def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embedder) -> dict:
+def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embedder, out: Embedded) -> None:
     texts, spans = [], []
     for article in articles:
         sentences, chunks = fresh[article.id]
@@ -183,7 +197,7 @@ def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embed
             spans.append([(s.start - c.start, s.end - c.start)
                           for s in sentences[c.first_sentence:c.last_sentence + 1]])
     chunk_vectors, pooled = embedder.encode_chunks(texts, spans)
-    out, at = {}, 0
+    at = 0
     for article in articles:
         sentences, chunks = fresh[article.id]
         total = np.zeros((len(sentences), embedder.dim), np.float32)
@@ -194,9 +208,10 @@ def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embed
             total[missing] = embedder.encode([article.text[sentences[i].start:sentences[i].end]
                                               for i in missing])
         total /= np.linalg.norm(total, axis=1, keepdims=True).clip(1e-12)
-        out[article.id] = (chunk_vectors[at:at + len(chunks)], total.astype(np.float16))
+        chunk_rows, sentence_rows = out.rows[article.id]
+        out.chunk_vectors[chunk_rows] = chunk_vectors[at:at + len(chunks)]
+        out.sentence_vectors[sentence_rows] = total  # cast to float16 here
         at += len(chunks)
-    return out
 
 
 def _chunk_all(articles: Iterable[Article], embedder: Embedder, settings: Settings,

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from . import segment as seg
 from .errors import IndexBusy, IndexCorrupt, IndexMissing, RagError
@@ -114,15 +114,15 @@ def write(root: Path, manifest: dict, segments: Sequence[Part | dict]) -> str:
 
 
 def _write_segment(folder: Path, name: str, part: Part) -> dict[str, dict]:
-    """Write one segment durably under its final name; return each file's sha256 and size."""
+    """Write one segment durably under its final name; return each file's sha256 and size.
+    Each file goes to disk as it is made (``seg.writers``): the bytes of a big
+    segment are never all in memory beside its arrays."""
     temp = folder / f".tmp-{name}-{os.getpid()}"
     temp.mkdir()
-    blobs = seg.encode(part)
-    for file, data in blobs.items():
-        _write_durably(temp / file, data)
+    files = {file: _write_durably(temp / file, write) for file, write in seg.writers(part).items()}
     _fsync_dir(temp)
     os.rename(temp, folder / name)
-    return {file: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for file, data in blobs.items()}
+    return files
 
 
 def _live(root: Path) -> str:
@@ -133,11 +133,30 @@ def _live(root: Path) -> str:
         return ""
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, data: bytes | Callable[[BinaryIO], None]) -> dict:
+    """Write ``data`` (bytes, or a function that writes them to a stream) and fsync
+    it; return its sha256 and size, hashed on the way to disk."""
     with open(path, "wb") as stream:
-        stream.write(data)
+        out = _Hashing(stream)
+        if isinstance(data, bytes):
+            out.write(data)
+        else:
+            data(out)
         stream.flush()
         os.fsync(stream.fileno())
+    return {"sha256": out.sha.hexdigest(), "size": out.size}
+
+
+class _Hashing:
+    """A write-only stream that hashes and counts what it passes on."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.sha, self.size = stream, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += memoryview(data).nbytes
+        return self.stream.write(data)
 
 
 def _fsync_dir(folder: Path) -> None:

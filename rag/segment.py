@@ -26,7 +26,8 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import asdict, dataclass
-from typing import Collection, Sequence
+from functools import partial
+from typing import BinaryIO, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -164,15 +165,52 @@ def encode(part: Part) -> dict[str, bytes]:
     return blobs
 
 
-def _term_blobs(part: Part) -> dict[str, bytes]:
+def writers(part: Part) -> dict[str, Callable[[BinaryIO], None]]:
+    """The segment files of ``part``, by name (as ``encode``), each as a function
+    that writes the file's bytes (``encode``'s, exactly) to a stream. A file is
+    written as it is made, a line or 16 MB of an array at a time, so a big
+    segment is never held in memory a second time as bytes."""
+    arrays = {"chunks.npy": (part.chunks, np.int64), "vectors.npy": (part.vectors, np.float32),
+              "sentences.npy": (part.sentence_vectors, np.float16)}
+    if part.lists is not None:
+        arrays.update({"lists.npy": (part.lists, np.int64), "centroids.npy": (part.centroids, np.float32)})
+    terms = _term_arrays(part)
+    return {"articles.jsonl": partial(_write_articles, part),
+            **{name: partial(_write_npy, array, dtype) for name, (array, dtype) in arrays.items()},
+            "vocab.txt": partial(_write_bytes, terms.pop("vocab.txt")),
+            **{name: partial(_write_npy, array, array.dtype) for name, array in terms.items()}}
+
+
+def _write_bytes(data: bytes, out: BinaryIO) -> None:
+    out.write(data)
+
+
+def _write_articles(part: Part, out: BinaryIO) -> None:
+    for article, spans in zip(part.articles, part.sentences):
+        record = asdict(article)
+        record["sentences"] = [[s.start, s.end] for s in spans]
+        out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _write_npy(array: np.ndarray, dtype, out: BinaryIO) -> None:
+    # no copy when the array already has the dtype; np.save writes 16 MB pieces to a non-file stream
+    np.save(out, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
+
+
+def _term_arrays(part: Part) -> dict[str, object]:
+    """The word-count files' contents: the vocabulary's bytes, then two arrays."""
     terms = part.terms
     if terms is None:  # new rows, or old rows from a segment without counts: count them now
         terms = Terms.of([part.articles[int(a)].text[int(s):int(e)] for a, s, e in part.chunks[:, :3]])
     terms = terms.compact()
     vocab = "".join(f"{w}\n" for w in (f"#terms {TERMS_VERSION}", *terms.vocab))
     return {"vocab.txt": vocab.encode("ascii"),
-            "terms.npy": _npy_bytes(np.stack([terms.ids, terms.counts], axis=1).astype(np.int32)),
-            "term_rows.npy": _npy_bytes(terms.rows.astype(np.int64))}
+            "terms.npy": np.stack([terms.ids, terms.counts], axis=1).astype(np.int32),
+            "term_rows.npy": terms.rows.astype(np.int64)}
+
+
+def _term_blobs(part: Part) -> dict[str, bytes]:
+    return {name: data if isinstance(data, bytes) else _npy_bytes(data) for name, data in _term_arrays(part).items()}
 
 
 def _decode_terms(blobs: dict[str, bytes]) -> Terms | None:

@@ -6,7 +6,10 @@ offsets into ``Article.text``, so ``article.text[start:end]`` is the quote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The metadata fields an article may carry by name; anything else goes to ``meta``.
 ARTICLE_FIELDS = ("id", "title", "source", "viewpoint", "date", "url")
@@ -54,6 +57,24 @@ class Chunk:
     end: int
     first_sentence: int  # index into the article's sentence list
     last_sentence: int  # inclusive
+
+
+@dataclass(frozen=True, eq=False)
+class Embedded:
+    """The vectors of the articles one build embedded, one array per kind, each
+    article's rows contiguous and the articles in the order they were embedded.
+    The model's output is written into place group by group, so a new segment
+    of just these articles uses the arrays as they are: the largest arrays of
+    a build exist once."""
+
+    chunk_vectors: np.ndarray  # (n_chunks, dim) float32
+    sentence_vectors: np.ndarray  # (n_sentences, dim) float16
+    rows: Mapping[str, tuple[slice, slice]]  # article id -> its chunk rows, its sentence rows
+
+    def of(self, article_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """An article's (chunk vectors, sentence vectors): views, not copies."""
+        chunks, sentences = self.rows[article_id]
+        return self.chunk_vectors[chunks], self.sentence_vectors[sentences]
 
 
 @dataclass(frozen=True)

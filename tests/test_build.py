@@ -1,9 +1,11 @@
 """Build and update: only new or changed articles are embedded; removed files leave the index."""
+import importlib
 import shutil
 
 import pytest
 
 import rag
+from rag import commit
 from rag import index as store
 from rag.errors import EmptyCorpus, RagError
 from tests.conftest import SEEDS
@@ -86,6 +88,22 @@ def test_full_rebuild_embeds_everything(tmp_path, hash_embedder):
     report = rag.build([corpus], index=index, full=True, embedder=hash_embedder, progress=False)
     assert report.embedded_articles == 2 and set(report.added) == set()  # same ids: nothing "added"
     assert report.version == "v000002"
+
+
+def test_a_new_segment_of_just_the_embedded_articles_writes_their_arrays_as_they_are(tmp_path, hash_embedder,
+                                                                                    monkeypatch):
+    """Memory (issue 7): the vectors are the biggest thing a 12k build holds; the
+    segment is written from the very arrays the model's output went into, not copies."""
+    build = importlib.import_module("rag.build")  # ``rag.build`` the name is the function
+    made, written = [], []
+    real_embed, real_write = build.embed_articles, commit._write_segment
+    monkeypatch.setattr(build, "embed_articles", lambda *a, **k: made.append(real_embed(*a, **k)) or made[-1])
+    monkeypatch.setattr(commit, "_write_segment",
+                        lambda folder, name, part: written.append(part) or real_write(folder, name, part))
+    rag.build([SEEDS], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    (part,), (embedded,) = written, made
+    assert part.vectors is embedded.chunk_vectors and part.sentence_vectors is embedded.sentence_vectors
+    assert len(part.vectors) == len(part.chunks) and len(part.sentence_vectors) == part.counts()["sentences"]
 
 
 def test_add_and_remove_keep_the_rest(tmp_path, hash_embedder):

@@ -3,9 +3,10 @@ never rewriting or re-reading the segments it shares with the version before;
 removals are tombstones; merges and compaction keep answers the same; the
 segments no kept version lists are collected."""
 import hashlib
+import io
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from rag import commit
 from rag import index as store
 from rag.assemble import MAX_SEGMENTS, merge_runs
 from rag.lexical import for_snapshot
-from rag.segment import TERM_FILES
+from rag.segment import TERM_FILES, Part, encode, writers
+from rag.types import Article, Span
 
 QUESTIONS = ["tax budget inflation", "troops ukraine russia", "school police court", "grain exports ports"]
 WORDS = ("tax border climate vaccine election court senate tariff energy school police "
@@ -69,8 +71,13 @@ def test_an_add_writes_one_small_segment_and_leaves_the_others_untouched(ix, tmp
     before = segment_files(index)
     written, read = [], []
     real_write, real_read = commit._write_durably, store.read_file
-    monkeypatch.setattr(commit, "_write_durably", lambda path, data: written.append((path, len(data)))
-                        or real_write(path, data))
+
+    def spy(path, data):
+        entry = real_write(path, data)
+        written.append((path, entry["size"]))
+        return entry
+
+    monkeypatch.setattr(commit, "_write_durably", spy)
     monkeypatch.setattr(store, "read_file", lambda path, *a, **k: read.append(path) or real_read(path, *a, **k))
     report = ix.add([write_article(tmp_path / "new", "salmon", "Salmon quotas were halved.", "center")],
                     progress=False)
@@ -245,3 +252,26 @@ def test_segments_without_word_counts_answer_the_same_and_upgrade_stores_them(ix
     assert all(s.terms is not None for s in store.load(index).segments)
     assert answers(rag.open(index, embedder=hash_embedder)) == before
     assert not old.upgrade(progress=False).version  # nothing left to do
+def test_streamed_segment_files_are_the_bytes_encode_makes():
+    """commit writes segments through ``writers`` (no file's bytes held whole in
+    memory); a reader and old checksums expect ``encode``'s bytes exactly."""
+    text = "Caf\u00e9 prices rose.\u2028 Ports reopened."
+    articles = [Article(id="a", text=text, title="t", meta={"k": "\u00fc"}, content_hash="h"),
+                Article(id="b", text="One. Two.")]
+    sentences = [(Span(0, 17), Span(19, len(text))), (Span(0, 4), Span(5, 9))]
+    chunks = np.array([[0, 0, len(text), 0, 1], [1, 0, 9, 0, 1]], np.int64)
+    rng = np.random.default_rng(0)
+    part = Part(articles, sentences, chunks, rng.standard_normal((2, 8)).astype(np.float32),
+                rng.standard_normal((4, 8)).astype(np.float16))
+    ivf = replace(part, lists=np.array([1, 0], np.int32), centroids=rng.standard_normal((2, 8)))
+    big = replace(part, chunks=np.zeros((6000, 5), np.int64),  # arrays written in several 16 MB pieces
+                  vectors=rng.standard_normal((6000, 1000)).astype(np.float32))
+    for p in (part, ivf, big):
+        streamed = {}
+        for name, write in writers(p).items():
+            out = io.BytesIO()
+            write(out)
+            streamed[name] = out.getvalue()
+        expected = encode(p)
+        assert list(streamed) == list(expected)  # the manifest lists files in this order
+        assert streamed == expected
