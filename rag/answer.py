@@ -135,7 +135,8 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     numeric_q = bool(_NUMERIC_Q.search(query.question or query.text))
     who_q = bool(_WHO_Q.search(query.question or query.text))
     chunk_cache = snap.__dict__.setdefault("_chunk_words", {})  # per loaded version, filled as asked
-    passage_words = {p.chunk_row: _chunk_words(snap, chunk_cache, p.chunk_row) for p in passages}
+    passage_words = {p.chunk_row: lexical.chunk_words(p.chunk_row) or _chunk_words(snap, chunk_cache, p.chunk_row)
+                     for p in passages}
     cache = snap.__dict__.setdefault("_sentence_tokens", {})
     q_tokens = tokens(query.question or query.text)
     q_bigrams = set(zip(q_tokens, q_tokens[1:]))

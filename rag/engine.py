@@ -55,7 +55,8 @@ class Index:
                     print(f"rag: warning: {snap.warning}", file=sys.stderr)
                 self._check_model(snap)
                 if self._snap is not None:
-                    self._stale_lexical = ready(self._snap) or self._stale_lexical
+                    stale = ready(self._snap)  # its term weights serve; its rows are the old version's
+                    self._stale_lexical = replace(stale, terms=None) if stale else self._stale_lexical
                 self._snap, self._stamp = snap, stamp
                 # BM25 is built from the text in memory (about 1 s per 5,000 chunks):
                 # start it now, so the first question seldom waits for it.

@@ -132,6 +132,7 @@ class Lexical:
     bm25: object  # bm25s.BM25
     idf_of: dict  # token -> idf (tokens never seen get ``unseen_idf``)
     unseen_idf: float
+    terms: Terms | None = None  # the chunk rows' words (None: rows of another version)
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every chunk row (zeros when no query word is indexed)."""
@@ -144,6 +145,14 @@ class Lexical:
     def idf(self, token: str) -> float:
         return self.idf_of.get(token, self.unseen_idf)
 
+    def chunk_words(self, row: int) -> frozenset | None:
+        """The content words of chunk ``row`` (as ``tokens`` finds them), from the
+        stored counts: no text to tokenize; None without them."""
+        if self.terms is None:
+            return None
+        vocab, ids = self.terms.vocab, self.terms.ids
+        return frozenset(vocab[i] for i in ids[self.terms.rows[row]:self.terms.rows[row + 1]].tolist())
+
 
 def build(texts: Sequence[str]) -> Lexical:
     """BM25 over ``texts`` (tests and tools; an index builds from its stored counts)."""
@@ -155,7 +164,7 @@ def of_terms(terms: Terms) -> Lexical:
     bm25 = _counts_bm25()()
     bm25.index(SimpleNamespace(ids=terms, vocab={w: i for i, w in enumerate(terms.vocab)}),
                create_empty_token=False, show_progress=False)
-    return Lexical(bm25, dict(zip(terms.vocab, bm25.idf.tolist())), bm25.idf_of_count(0, max(len(terms), 1)))
+    return Lexical(bm25, dict(zip(terms.vocab, bm25.idf.tolist())), bm25.idf_of_count(0, max(len(terms), 1)), terms)
 
 
 @functools.lru_cache(maxsize=1)

@@ -225,6 +225,7 @@ def test_word_counts_are_stored_per_segment_and_loading_never_tokenizes(ix, corp
     monkeypatch.undo()
     texts = [snap.articles[int(a)].text[int(s):int(e)] for a, s, e in snap.chunks[:, :3]]
     counted = lexical.build(texts)
+    assert [stored.chunk_words(row) for row in range(len(texts))] == [set(lexical.tokens(t)) for t in texts]
     for question in QUESTIONS + ["salmon quotas halved"]:
         assert np.allclose(stored.scores(question), counted.scores(question), atol=1e-5)
         assert stored.idf(question.split()[0]) == pytest.approx(counted.idf(question.split()[0]))
