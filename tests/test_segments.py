@@ -276,3 +276,18 @@ def test_streamed_segment_files_are_the_bytes_encode_makes():
         expected = encode(p)
         assert list(streamed) == list(expected)  # the manifest lists files in this order
         assert streamed == expected
+
+
+def test_word_counts_from_another_tokenizer_version_are_counted_again():
+    """A segment whose counts were made by other tokenizer rules is read as having none
+    (BM25 then counts its text), never mixed with this version's words."""
+    from rag import segment
+
+    articles = [Article(id="a", text="Salmon quotas were halved.")]
+    part = Part(articles, [(Span(0, 26),)], np.array([[0, 0, 26, 0, 0]], np.int64),
+                np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float16))
+    blobs = encode(part)
+    assert segment.decode(blobs).terms.vocab == ("salmon", "quota", "halv")
+    header = f"#terms {segment.TERMS_VERSION}".encode()
+    older = dict(blobs, **{"vocab.txt": blobs["vocab.txt"].replace(header, b"#terms 0")})
+    assert segment.decode(older).terms is None
