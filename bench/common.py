@@ -7,6 +7,7 @@ import gzip
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 from pathlib import Path
@@ -73,7 +74,8 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+    """The command line as typed, quoted where an argument has spaces (copy-paste runs it)."""
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
 def write_result(name: str, body: str) -> None:
