@@ -34,7 +34,7 @@ def main() -> None:
     load_s = time.perf_counter() - started
     if any(s.terms is None for s in snap.segments):
         sys.exit(f"{args.index}: some segments have no stored word counts; run rag upgrade --index {args.index}")
-    texts = [snap.articles[int(a)].text[int(s):int(e)] for a, s, e in snap.chunks[:, :3]]
+    texts = lexical.chunk_texts(snap.articles, snap.chunks)
     stored, counted = [], []
     for _ in tqdm(range(args.repeats), desc="rounds"):
         started = time.perf_counter()

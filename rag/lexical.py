@@ -209,12 +209,17 @@ def snapshot_terms(snap) -> Terms:
     """The term counts of ``snap``'s chunk rows: each segment's stored counts,
     joined (a segment written before counts were stored is counted from its text)."""
     def counted(rows: range) -> Terms:
-        return Terms.of([snap.articles[int(a)].text[int(s):int(e)] for a, s, e in snap.chunks[rows, :3]])
+        return Terms.of(chunk_texts(snap.articles, snap.chunks[rows]))
 
     segments = getattr(snap, "segments", ())
     if not segments:
         return counted(range(len(snap.chunks)))
     return Terms.join([s.terms if s.terms is not None else counted(s.chunks) for s in segments])
+
+
+def chunk_texts(articles: Sequence, chunks: np.ndarray) -> list[str]:
+    """The text of each chunk row (article row, start, end, ...) of a chunk table."""
+    return [articles[int(a)].text[int(s):int(e)] for a, s, e in chunks[:, :3]]
 
 
 def ready(snap) -> Lexical | None:

@@ -31,7 +31,7 @@ from typing import BinaryIO, Callable, Collection, Sequence
 
 import numpy as np
 
-from .lexical import TERMS_VERSION, Terms
+from .lexical import TERMS_VERSION, Terms, chunk_texts
 from .types import Article, Span
 
 FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
@@ -147,42 +147,31 @@ def _join(arrays: list, dim: int, dtype) -> np.ndarray:
 
 # ---- bytes -------------------------------------------------------------------
 
-def encode(part: Part) -> dict[str, bytes]:
-    """The segment files of ``part``, by name."""
-    lines = io.StringIO()
-    for article, spans in zip(part.articles, part.sentences):
-        record = asdict(article)
-        record["sentences"] = [[s.start, s.end] for s in spans]
-        lines.write(json.dumps(record, ensure_ascii=False) + "\n")
-    blobs = {"articles.jsonl": lines.getvalue().encode("utf-8"),
-             "chunks.npy": _npy_bytes(part.chunks.astype(np.int64)),
-             "vectors.npy": _npy_bytes(part.vectors.astype(np.float32)),
-             "sentences.npy": _npy_bytes(part.sentence_vectors.astype(np.float16))}
-    if part.lists is not None:
-        blobs["lists.npy"] = _npy_bytes(part.lists.astype(np.int64))
-        blobs["centroids.npy"] = _npy_bytes(part.centroids.astype(np.float32))
-    blobs.update(_term_blobs(part))
-    return blobs
-
-
 def writers(part: Part) -> dict[str, Callable[[BinaryIO], None]]:
-    """The segment files of ``part``, by name (as ``encode``), each as a function
-    that writes the file's bytes (``encode``'s, exactly) to a stream. A file is
+    """The segment files of ``part``, by name and in the order the manifest lists
+    them, each as a function that writes the file's bytes to a stream. A file is
     written as it is made, a line or 16 MB of an array at a time, so a big
     segment is never held in memory a second time as bytes."""
     arrays = {"chunks.npy": (part.chunks, np.int64), "vectors.npy": (part.vectors, np.float32),
               "sentences.npy": (part.sentence_vectors, np.float16)}
     if part.lists is not None:
         arrays.update({"lists.npy": (part.lists, np.int64), "centroids.npy": (part.centroids, np.float32)})
-    terms = _term_arrays(part)
+    terms = _stored_terms(part)
     return {"articles.jsonl": partial(_write_articles, part),
             **{name: partial(_write_npy, array, dtype) for name, (array, dtype) in arrays.items()},
-            "vocab.txt": partial(_write_bytes, terms.pop("vocab.txt")),
-            **{name: partial(_write_npy, array, array.dtype) for name, array in terms.items()}}
+            "vocab.txt": partial(_write_vocab, terms),
+            "terms.npy": partial(_write_npy, np.stack([terms.ids, terms.counts], axis=1), np.int32),
+            "term_rows.npy": partial(_write_npy, terms.rows, np.int64)}
 
 
-def _write_bytes(data: bytes, out: BinaryIO) -> None:
-    out.write(data)
+def encode(part: Part) -> dict[str, bytes]:
+    """The segment files of ``part`` as bytes, by name (what ``writers`` streams)."""
+    blobs = {}
+    for name, write in writers(part).items():
+        out = io.BytesIO()
+        write(out)
+        blobs[name] = out.getvalue()
+    return blobs
 
 
 def _write_articles(part: Part, out: BinaryIO) -> None:
@@ -197,20 +186,15 @@ def _write_npy(array: np.ndarray, dtype, out: BinaryIO) -> None:
     np.save(out, np.ascontiguousarray(array, dtype=dtype), allow_pickle=False)
 
 
-def _term_arrays(part: Part) -> dict[str, object]:
-    """The word-count files' contents: the vocabulary's bytes, then two arrays."""
-    terms = part.terms
-    if terms is None:  # new rows, or old rows from a segment without counts: count them now
-        terms = Terms.of([part.articles[int(a)].text[int(s):int(e)] for a, s, e in part.chunks[:, :3]])
-    terms = terms.compact()
-    vocab = "".join(f"{w}\n" for w in (f"#terms {TERMS_VERSION}", *terms.vocab))
-    return {"vocab.txt": vocab.encode("ascii"),
-            "terms.npy": np.stack([terms.ids, terms.counts], axis=1).astype(np.int32),
-            "term_rows.npy": terms.rows.astype(np.int64)}
+def _write_vocab(terms: Terms, out: BinaryIO) -> None:
+    out.write("".join(f"{w}\n" for w in (f"#terms {TERMS_VERSION}", *terms.vocab)).encode("ascii"))
 
 
-def _term_blobs(part: Part) -> dict[str, bytes]:
-    return {name: data if isinstance(data, bytes) else _npy_bytes(data) for name, data in _term_arrays(part).items()}
+def _stored_terms(part: Part) -> Terms:
+    """The word counts written with ``part``: its own, or counted from the text for new
+    rows and rows of a segment without counts; over only the words its rows use."""
+    terms = part.terms if part.terms is not None else Terms.of(chunk_texts(part.articles, part.chunks))
+    return terms.compact()
 
 
 def _decode_terms(blobs: dict[str, bytes]) -> Terms | None:
@@ -233,12 +217,6 @@ def decode(blobs: dict[str, bytes]) -> Part:
                 _npy(blobs["sentences.npy"], np.float16),
                 _npy(blobs["lists.npy"], np.int64) if ivf else None,
                 _npy(blobs["centroids.npy"], np.float32) if ivf else None, _decode_terms(blobs))
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
 
 
 def _npy(data: bytes, dtype) -> np.ndarray:

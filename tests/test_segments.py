@@ -17,7 +17,8 @@ from rag import commit
 from rag import index as store
 from rag.assemble import MAX_SEGMENTS, merge_runs
 from rag.lexical import for_snapshot
-from rag.segment import TERM_FILES, Part, encode, writers
+from rag.lexical import tokens
+from rag.segment import FILES, IVF_FILES, TERM_FILES, Part, decode, encode, writers
 from rag.types import Article, Span
 
 QUESTIONS = ["tax budget inflation", "troops ukraine russia", "school police court", "grain exports ports"]
@@ -267,15 +268,33 @@ def test_streamed_segment_files_are_the_bytes_encode_makes():
     ivf = replace(part, lists=np.array([1, 0], np.int32), centroids=rng.standard_normal((2, 8)))
     big = replace(part, chunks=np.zeros((6000, 5), np.int64),  # arrays written in several 16 MB pieces
                   vectors=rng.standard_normal((6000, 1000)).astype(np.float32))
+
+    def whole(array, dtype) -> bytes:  # what np.save makes of the array at once (the format before streaming)
+        out = io.BytesIO()
+        np.save(out, np.ascontiguousarray(array.astype(dtype)), allow_pickle=False)
+        return out.getvalue()
+
     for p in (part, ivf, big):
         streamed = {}
         for name, write in writers(p).items():
             out = io.BytesIO()
             write(out)
             streamed[name] = out.getvalue()
-        expected = encode(p)
-        assert list(streamed) == list(expected)  # the manifest lists files in this order
-        assert streamed == expected
+        assert streamed == encode(p)
+        ivf_files = IVF_FILES if p.lists is not None else ()
+        assert list(streamed) == [*FILES, *ivf_files, *TERM_FILES]  # the manifest lists files in this order
+        lines = [json.dumps(dict(asdict(a), sentences=[list(x) for x in spans]), ensure_ascii=False) + "\n"
+                 for a, spans in zip(p.articles, p.sentences)]
+        assert streamed["articles.jsonl"] == "".join(lines).encode("utf-8")
+        arrays = {"chunks.npy": (p.chunks, np.int64), "vectors.npy": (p.vectors, np.float32),
+                  "sentences.npy": (p.sentence_vectors, np.float16)}
+        if p.lists is not None:
+            arrays.update({"lists.npy": (p.lists, np.int64), "centroids.npy": (p.centroids, np.float32)})
+        assert all(streamed[name] == whole(array, dtype) for name, (array, dtype) in arrays.items())
+        terms = decode(streamed).terms
+        texts = [a.text[s:e] for a, s, e in ((p.articles[int(r)], int(s), int(e)) for r, s, e, _, _ in p.chunks)]
+        assert [{terms.vocab[i] for i in terms.ids[x:y]} for x, y in zip(terms.rows, terms.rows[1:])] == \
+            [set(tokens(t)) for t in texts]
 
 
 def test_word_counts_from_another_tokenizer_version_are_counted_again():
