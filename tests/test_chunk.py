@@ -55,3 +55,21 @@ def test_small_budget_gives_more_chunks(tokenizer_spans):
     small = chunk_article(article, tokenizer_spans, chunk_tokens=60)
     large = chunk_article(article, tokenizer_spans, chunk_tokens=300)
     assert len(small.chunks) > len(large.chunks)
+
+
+def test_each_sentence_goes_through_the_model_tokenizer_once(tokenizer_spans):
+    """Chunking counts a sentence's wordpieces from the one tokenization that finds
+    its windows; only a piece cut from a too-long sentence is tokenized again."""
+    seen: list[str] = []
+
+    def counting(texts):
+        seen.extend(texts)
+        return tokenizer_spans(texts)
+
+    long_sentence = "Many " + " ".join(f"word{i}" for i in range(600)) + "."
+    article = make_article("Short one. " + long_sentence + " Another short one.", {}, "a", "a.md")
+    chunked = chunk_article(article, counting, chunk_tokens=200, overlap=1, model_max_tokens=254)
+    texts = [article.text[s.start:s.end] for s in chunked.sentences]
+    assert len(texts) > 3  # the long sentence was cut into windows
+    assert seen.count("Short one.") == 1 and seen.count("Another short one.") == 1
+    assert all(seen.count(t) <= 2 for t in texts)  # a window piece: when cut, and once more on its own

@@ -99,3 +99,22 @@ def test_adding_one_article_embeds_only_that_article(writable_seed_index, model,
     answer = ix.ask("Was the energy truce violated?")
     by_side = {v.viewpoint: v for v in answer.viewpoints}
     assert by_side["Ukrainian"].answers[0].doc_id == "kyiv-view" and not by_side["Ukrainian"].abstained
+
+
+def test_answering_uses_one_blas_thread_and_gives_the_rest_back(seed_index, monkeypatch):
+    """The matrix-vector products of an answer run on one BLAS thread (a spinning
+    second thread took the core the rest of the answer needs); the caller's own
+    setting is back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from rag import retrieve
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    seen, real = [], retrieve._exact_scores
+    monkeypatch.setattr(retrieve, "_exact_scores", lambda *a: seen.append(blas_threads()) or real(*a))
+    before = blas_threads()
+    seed_index.ask("Did Russia make big concessions?")
+    assert seen and all(n == 1 for threads in seen for n in threads)
+    assert blas_threads() == before
