@@ -10,7 +10,6 @@ rewrites mostly deleted ones), or the chunk index changes kind or list count
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import ann, segment
 from . import index as store
-from .index import Snapshot
+from .catalog import Catalog
 from .settings import Settings
 from .types import Article, Embedded
 
@@ -29,29 +28,27 @@ MERGE_RATIO = 4  # a segment at least 1/4 the size of the one before it is merge
 MAX_DELETED = 0.25  # a segment with more than this share of its articles deleted is rewritten without them
 
 
-def write_version(root: Path, old: Snapshot, articles: Sequence[Article], fresh: dict, vectors: Embedded,
-                  manifest: dict, settings: Settings, rewrite: frozenset = frozenset()) -> tuple[str, int]:
-    """Write the version that holds ``articles`` (in order), built from ``old``;
-    ``fresh`` and ``vectors`` hold the chunks and vectors of those embedded now
-    (build.embed_articles), ``manifest`` what the new manifest says beyond its
-    rows; the old segments named in ``rewrite`` are written anew even if
-    nothing in them changed. Call under the writer lock. Returns (version, chunk count)."""
+def write_version(root: Path, old: Catalog, the_plan, fresh: dict, vectors: Embedded, manifest: dict,
+                  settings: Settings, rewrite: frozenset = frozenset()) -> tuple[str, int]:
+    """Write the version ``the_plan`` (build.Plan) makes of ``old``: its rows
+    written anew in one new segment, with the chunks and vectors of those
+    embedded now (``fresh``, ``vectors``: build.embed_articles); ``manifest``
+    holds what the new manifest says beyond its rows; the old segments named in
+    ``rewrite`` are written anew even if nothing in them changed. Call under
+    the writer lock. Returns (version, chunk count)."""
     dim = manifest["dim"]
-    whole = _Whole(old)
-    stays = {a.id for a in articles if a.id not in fresh and a.id in old.row_of
-             and old.articles[old.row_of[a.id]] == a}
-    new = _new_part(old, [a for a in articles if a.id not in stays], fresh, vectors, dim, whole)
-    chunks_of = np.bincount(old.chunks[:, 0], minlength=len(old.articles))  # chunks per old article row
-    kept = [_Kept(old, held, entry, stays, chunks_of, held.name in rewrite)
+    gone = set(the_plan.drop) | {a.id for a in the_plan.write if a.id in old.row_of}  # stored rows not kept
+    new = _new_part(old, the_plan.write, fresh, vectors, dim)
+    kept = [_Kept(old, held, entry, gone, held.name in rewrite)
             for held, entry in zip(old.segments, old.manifest.get("segments", ()))]
     live = {key: sum(k.live[key] for k in kept) + n for key, n in new.counts().items()}
 
     ivf = live["chunks"] >= max(settings.ann_threshold, 1)
-    centroids = whole.centroids if ivf and whole.centroids is not None \
-        and len(whole.centroids) == ann.lists_for(live["chunks"]) else None
+    centroids = old.centroids if ivf and old.centroids is not None \
+        and len(old.centroids) == ann.lists_for(live["chunks"]) else None
     retrain = ivf and centroids is None
     runs = merge_runs([k.size for k in kept] + [len(new.articles) + len(new.sentence_vectors)])
-    reshape = retrain or (not ivf and whole.centroids is not None)
+    reshape = retrain or (not ivf and old.centroids is not None)
     if reshape:  # the chunk index changes kind or list count: everything in one new segment
         runs = [[i for run in runs for i in run]] if runs else []
     items: list = []
@@ -59,12 +56,12 @@ def write_version(root: Path, old: Snapshot, articles: Sequence[Article], fresh:
         if len(run) == 1 and run[0] < len(kept) and not kept[run[0]].dirty and not reshape:
             items.append(kept[run[0]].entry)  # stays on disk as it is
             continue
-        lists = whole.lists if centroids is not None else None
-        parts = [old.part(kept[i].held, whole.vectors, lists, centroids).without(kept[i].gone)
-                 for i in run if i < len(kept)]
+        parts = [old.part(kept[i].held).without(kept[i].gone) for i in run if i < len(kept)]
         if run[-1] == len(kept):
             parts.append(new if centroids is None else replace(new, lists=ann.assign(centroids, new.vectors),
                                                                centroids=centroids))
+        if centroids is None:  # their lists refer to centroids this version does not keep
+            parts = [replace(p, lists=None, centroids=None) for p in parts]
         part = segment.concat(parts, dim)
         if retrain:
             centroids = ann.train(part.vectors, dim)
@@ -79,22 +76,22 @@ class _Kept:
     """An old segment in the new version: its manifest entry with the newly
     deleted ids added, its live row counts, and whether it must be rewritten."""
 
-    def __init__(self, old: Snapshot, held: segment.Segment, entry: dict, stays: set[str], chunks_of: np.ndarray,
-                 rewrite: bool = False):
-        rows = [r for r in held.articles if old.articles[r].id not in stays]
-        self.held, self.gone = held, {old.articles[r].id for r in rows}
+    def __init__(self, old: Catalog, held: segment.Segment, entry: dict, gone: set[str], rewrite: bool = False):
+        rows = [r for r in held.articles if old.ids[r] in gone]
+        self.held, self.gone = held, {old.ids[r] for r in rows}
         self.entry = dict(entry, deleted=sorted(held.deleted | self.gone))
         self.live = {"articles": len(held.articles) - len(rows),
-                     "chunks": len(held.chunks) - int(sum(chunks_of[r] for r in rows)),
-                     "sentences": len(held.sentences) - sum(len(old.sentences[r]) for r in rows)}
+                     "chunks": len(held.chunks) - int(old.chunk_counts[rows].sum()),
+                     "sentences": len(held.sentences) - int(old.sentence_counts[rows].sum())}
         self.size = self.live["articles"] + self.live["sentences"]
         self.dirty = rewrite or len(self.entry["deleted"]) > MAX_DELETED * entry["counts"]["articles"]
 
 
-def without_terms(snap: Snapshot) -> frozenset:
-    """The segments of ``snap`` written without term counts (by an older rag):
-    loading counts their words from the text each time; rewriting them stores the counts."""
-    return frozenset(s.name for s in snap.segments if s.terms is None)
+def outdated_segments(old: Catalog) -> frozenset:
+    """The segments of ``old`` written by an older rag: without term counts (loading
+    counts their words from the text each time) or without a catalog (an update
+    reads them whole). Rewriting them stores both."""
+    return frozenset(s.name for s in old.segments if s.terms is None or segment.CATALOG_FILE not in s.files)
 
 
 def merge_runs(sizes: Sequence[int]) -> list[list[int]]:
@@ -132,28 +129,7 @@ def merge_runs(sizes: Sequence[int]) -> list[list[int]]:
     return runs
 
 
-class _Whole:
-    """The old version's whole chunk index as arrays, fetched once and only if needed."""
-
-    def __init__(self, snap: Snapshot):
-        self.snap = snap
-        self.centroids = ann.centroids_of(snap.chunk_index)
-
-    @cached_property
-    def vectors(self) -> np.ndarray:
-        return ann.vectors_of(self.snap.chunk_index)  # a view of the old index: valid while it lives
-
-    @cached_property
-    def lists(self) -> np.ndarray | None:
-        return ann.lists_of(self.snap.chunk_index)
-
-    @cached_property
-    def chunk_rows(self):
-        return _rows_by_article(self.snap.chunks)
-
-
-def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: Embedded, dim: int,
-              whole: _Whole) -> segment.Part:
+def _new_part(old: Catalog, articles: Sequence[Article], fresh: dict, vectors: Embedded, dim: int) -> segment.Part:
     """The rows of ``articles``: embedded now (in ``fresh`` and ``vectors``), or
     copied from ``old`` when only their metadata changed."""
     tables, chunk_vectors, sentence_lists, sentence_vectors = [], [], [], []
@@ -163,16 +139,11 @@ def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: Embe
             table = np.array([[row, c.start, c.end, c.first_sentence, c.last_sentence] for c in chunks],
                              dtype=np.int64).reshape(-1, 5)
             new_chunks, new_sentences = vectors.of(article.id)
-            chunk_vectors.append(new_chunks)
-            sentence_vectors.append(new_sentences)
         else:  # same text, other metadata: its vectors are reused
-            old_row = old.row_of[article.id]
-            rows = whole.chunk_rows(old_row)
-            table = old.chunks[rows]  # fancy indexing copies
+            _, sentences, table, new_chunks, new_sentences = old.rows(old.row_of[article.id])
             table[:, 0] = row
-            chunk_vectors.append(whole.vectors[rows])
-            first, sentences = old.sentence_start[old_row], old.sentences[old_row]
-            sentence_vectors.append(old.sentence_vectors[first:first + len(sentences)])
+        chunk_vectors.append(new_chunks)
+        sentence_vectors.append(new_sentences)
         tables.append(table)
         sentence_lists.append(tuple(sentences))
     table = np.concatenate(tables) if tables else np.zeros((0, 5), np.int64)
@@ -185,16 +156,3 @@ def _new_part(old: Snapshot, articles: list[Article], fresh: dict, vectors: Embe
 
 def _stack(arrays: list, dim: int, dtype) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros((0, dim), dtype)
-
-
-def _rows_by_article(chunks: np.ndarray):
-    """A lookup from article row to its chunk rows, built once: scanning the
-    whole chunk table for every reused article would cost articles x chunks."""
-    order = np.argsort(chunks[:, 0], kind="stable")
-    keys = chunks[order, 0]
-
-    def rows(article_row: int) -> np.ndarray:
-        lo, hi = np.searchsorted(keys, [article_row, article_row + 1])
-        return order[lo:hi]
-
-    return rows

@@ -18,15 +18,21 @@ from .embed import Embedder
 from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .ingest import Loaded
 from .settings import Settings
+from . import catalog
+from .catalog import Catalog
+from .segment import meta_digest
 from .types import Article, BuildReport, Embedded, Rejected, Span
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Which articles the new version holds, and which of them need the model."""
+    """What the next version changes. Every stored article not named here stays
+    where it is, untouched; ``write`` are the rows written anew (new articles,
+    changed ones, moved files), ``embed`` the ids among them that need the model."""
 
-    articles: tuple[Article, ...]  # the new version's articles, in row order
-    embed: frozenset[str]  # ids whose text must be (re-)embedded
+    write: tuple[Article, ...]  # in row order
+    embed: frozenset[str]
+    drop: frozenset[str]  # stored ids the new version no longer holds
     report: BuildReport
 
 
@@ -36,13 +42,14 @@ def chunk_settings(settings: Settings, embedder: Embedder) -> dict:
             "sentence_vectors": sentence_mode(settings, embedder)}
 
 
-def plan(old: store.Snapshot, loaded: Loaded, mode: str, remove: Sequence[str] = (),
+def plan(old: Catalog, loaded: Loaded, mode: str, remove: Sequence[str] = (),
          reuse_vectors: bool = True) -> Plan:
     """Decide the next version. ``mode`` is ``build`` (the inputs are the whole
-    corpus: what is not among them is removed), ``add`` (upsert) or ``remove``."""
+    corpus: what is not among them is removed), ``add`` (upsert) or ``remove``.
+    Only the catalog of what is stored is consulted (ids, hashes, paths, metadata
+    digests), unless ``reuse_vectors`` is off: then every article is embedded again."""
     rejected = list(loaded.rejected)
     duplicates: list[tuple[str, str]] = []
-    old_by_id = {a.id: a for a in old.articles}
     incoming: dict[str, Article] = {}
     for article in loaded.articles:
         if article.id in incoming:
@@ -52,14 +59,16 @@ def plan(old: store.Snapshot, loaded: Loaded, mode: str, remove: Sequence[str] =
             incoming[article.id] = article
     if mode == "build":
         # An article whose file is unreadable now stays as it was: bad input never loses data.
-        base = {i: a for i, a in old_by_id.items() if _source_of(a.path) & _rejected_paths(rejected)}
+        unreadable = _rejected_paths(rejected)
+        base = [i for i, path in zip(old.ids, old.paths) if _source_of(path) & unreadable]
     else:
-        base = {i: a for i, a in old_by_id.items() if i not in set(remove)}
-        unknown = [i for i in remove if i not in old_by_id]
+        unknown = [i for i in remove if i not in old.row_of]
         if unknown:
             raise RagError(f"no article with id {unknown[0]!r} in the index (see rag stats)")
-    merged = dict(base)
-    owner_of_hash = {a.content_hash: a.id for a in base.values()}
+        gone = set(remove)
+        base = [i for i in old.ids if i not in gone]
+    merged: dict[str, Article | None] = dict.fromkeys(base)  # None: the stored article, as it is
+    owner_of_hash = {old.content_hashes[old.row_of[i]]: i for i in base}
     for article in incoming.values():
         first = owner_of_hash.get(article.content_hash)
         if first is not None and first != article.id:
@@ -67,19 +76,29 @@ def plan(old: store.Snapshot, loaded: Loaded, mode: str, remove: Sequence[str] =
             continue
         merged[article.id] = article
         owner_of_hash[article.content_hash] = article.id
-    added = [i for i in merged if i not in old_by_id]
-    changed = [i for i in merged if i in old_by_id and merged[i] is not old_by_id[i]  # kept as it was: no copy
-               and merged[i] != _same_path(old_by_id[i], merged[i])]
-    removed = [i for i in old_by_id if i not in merged]
-    embed = {i for i in merged if i not in old_by_id or not reuse_vectors
-             or old_by_id[i].content_hash != merged[i].content_hash}
-    # keep old rows first, in their old order, so most arrays are copied, not shuffled
-    order = [i for i in old_by_id if i in merged] + [i for i in merged if i not in old_by_id]
-    report = BuildReport(added=tuple(added), changed=tuple(changed), removed=tuple(removed),
+    write, changed, embed = {}, [], set()
+    for i, article in merged.items():
+        row = old.row_of.get(i)
+        if row is None:  # new
+            write[i], _ = article, embed.add(i)
+            continue
+        same_text = article is None or old.content_hashes[row] == article.content_hash
+        same = article is None or same_text and old.digest_of(row) == meta_digest(article)
+        if not same:
+            changed.append(i)
+        if not same or article is not None and old.paths[row] != article.path:
+            write[i] = article  # a moved file alone is not a change, but its row records the new path
+        if not (same_text and reuse_vectors):
+            write[i], _ = article or old.article(row), embed.add(i)
+    added = [i for i in merged if i not in old.row_of]
+    dropped = [i for i in old.ids if i not in merged]
+    # stored rows keep their order, new ones follow: most arrays are copied, not shuffled
+    order = [i for i in old.ids if i in write] + [i for i in merged if i not in old.row_of]
+    report = BuildReport(added=tuple(added), changed=tuple(changed), removed=tuple(dropped),
                          unchanged=len(merged) - len(added) - len(changed),
                          rejected=tuple(rejected), duplicates=tuple(duplicates),
                          embedded_articles=len(embed))
-    return Plan(tuple(merged[i] for i in order), frozenset(embed), report)
+    return Plan(tuple(write[i] for i in order), frozenset(embed), frozenset(dropped), report)
 
 
 def _source_of(path: str) -> set[str]:
@@ -92,26 +111,19 @@ def _rejected_paths(rejected: Sequence[Rejected]) -> set[str]:
     return {r.path for r in rejected}
 
 
-def _same_path(old: Article, new: Article) -> Article:
-    """``old`` as it would compare to ``new`` if only the file path moved:
-    moving a file is not a change to the article."""
-    from dataclasses import replace
-
-    return replace(old, path=new.path)
-
-
-def execute(root: Path, old: store.Snapshot, the_plan: Plan, embedder: Embedder,
+def execute(root: Path, old: Catalog, the_plan: Plan, embedder: Embedder,
             settings: Settings, progress: bool = True, rewrite: frozenset = frozenset()) -> tuple[str, int]:
     """Chunk and embed what the plan needs and write the new version; only the
     rows that changed are written (assemble.py), and the old segments named in
     ``rewrite``. Returns (version, chunk count)."""
-    todo = [a for a in the_plan.articles if a.id in the_plan.embed]
+    todo = [a for a in the_plan.write if a.id in the_plan.embed]
     fresh = _chunk_all(todo, embedder, settings, progress)
     vectors = embed_articles(todo, fresh, embedder, settings, progress)
+    old.check()  # what the catalog did not read passed its checksums: never build on a damaged version
     manifest = {"model": embedder.name, "dim": embedder.dim,
                 "embedder": getattr(embedder, "backend", embedder.name),
                 "chunking": chunk_settings(settings, embedder), "library": _versions(), "previous": old.version}
-    return assemble.write_version(root, old, the_plan.articles, fresh, vectors, manifest, settings, rewrite)
+    return assemble.write_version(root, old, the_plan, fresh, vectors, manifest, settings, rewrite)
 
 
 def sentence_mode(settings: Settings, embedder: Embedder) -> str:
@@ -249,24 +261,45 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
         reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
         raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
     with store.writer_lock(root, wait=wait):
+        # A version in memory, or else the catalogs alone, when they will do; if the
+        # catalog's check finds damage, the careful way loads the last good version.
+        if current is None and mode != "upgrade" and not full:
+            old = catalog.load(root)
+            if old is not None:
+                try:
+                    return _update(root, old, loaded, embedder, settings, mode, remove, full, dry_run, progress)
+                except IndexCorrupt:
+                    pass
         old = _previous(root, embedder, settings, full, mode, current)
-        same_chunking = old.manifest.get("chunking") in (None, chunk_settings(settings, embedder))
-        the_plan = plan(old, loaded, "remove" if mode == "upgrade" else mode, remove,
-                        reuse_vectors=same_chunking and not full)
-        report = the_plan.report
-        # an upgrade rewrites segments that lack stored term counts (older releases)
-        recount = assemble.without_terms(old) if mode == "upgrade" else frozenset()
-        nothing = not (report.added or report.changed or report.removed or recount) and same_chunking and not full
-        if dry_run or (nothing and old.version):
-            return replace(report, chunks=len(old.chunks))
-        version, n_chunks = execute(root, old, the_plan, embedder, settings, progress, recount)
-        return replace(report, chunks=n_chunks, version=version)
+        return _update(root, old, loaded, embedder, settings, mode, remove, full, dry_run, progress)
+
+
+def _update(root: Path, old: Catalog, loaded: Loaded, embedder: Embedder, settings: Settings, mode: str,
+            remove: Sequence[str], full: bool, dry_run: bool, progress: bool) -> BuildReport:
+    if old.warning:
+        print(f"rag: warning: {old.warning}", file=sys.stderr)
+    if old.version and (old.manifest.get("model") != embedder.name or old.manifest.get("dim") != embedder.dim):
+        raise IndexCorrupt(f"{root}: built with {old.manifest.get('model')} ({old.manifest.get('dim')}-d), "
+                           f"not {embedder.name} ({embedder.dim}-d); rebuild with rag build --full")
+    same_chunking = old.manifest.get("chunking") in (None, chunk_settings(settings, embedder))
+    the_plan = plan(old, loaded, "remove" if mode == "upgrade" else mode, remove,
+                    reuse_vectors=same_chunking and not full)
+    report = the_plan.report
+    # an upgrade rewrites segments written by older releases (without term counts or catalog)
+    renew = assemble.outdated_segments(old) if mode == "upgrade" else frozenset()
+    nothing = not (report.added or report.changed or report.removed or renew) and same_chunking and not full
+    if dry_run or (nothing and old.version):
+        old.check()  # a damaged index is reported even when there is nothing to write
+        return replace(report, chunks=old.n_chunks)
+    version, n_chunks = execute(root, old, the_plan, embedder, settings, progress, renew)
+    return replace(report, chunks=n_chunks, version=version)
 
 
 def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mode: str,
-              current: store.Snapshot | None = None) -> store.Snapshot:
-    """The version to update from (for a full build, only to report what changed);
-    an empty one for a new index, or a full build over a broken one."""
+              current: store.Snapshot | None = None) -> Catalog:
+    """The version to update from (for a full build, only to report what changed),
+    loaded whole; an empty one for a new index, or a full build over a broken one."""
+    empty = catalog.of_snapshot(store.empty_snapshot(embedder.dim))
     try:
         # Segments never change once written, and ``current`` was verified when loaded:
         # if it is still live it is used as it is, else only segments it lacks are read.
@@ -274,7 +307,7 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
     except IndexMissing:
         if mode != "build":
             raise
-        return store.empty_snapshot(embedder.dim)
+        return empty
     except IndexOutdated:  # written by an older rag: keep its articles, embed them again
         from .upgrade import outdated_snapshot
 
@@ -282,20 +315,15 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
             old = outdated_snapshot(root, embedder.dim, embedder.name)
         except IndexCorrupt as err:
             if full:
-                return store.empty_snapshot(embedder.dim)
+                return empty
             raise IndexCorrupt(f"{err}; rebuild with rag build --full") from None
         print(f"rag: converting {root} from index format 1: its {len(old.articles)} articles are "
               "embedded again (once)", file=sys.stderr)
-        return old
+        return catalog.of_snapshot(old)
     except IndexCorrupt as err:
         if full:
-            return store.empty_snapshot(embedder.dim)
+            return empty
         raise IndexCorrupt(f"{err}; rebuild with rag build --full") from None
-    if old.warning:
-        print(f"rag: warning: {old.warning}", file=sys.stderr)
-    if old.manifest.get("model") != embedder.name or old.manifest.get("dim") != embedder.dim:
-        if full:
-            return store.empty_snapshot(embedder.dim)
-        raise IndexCorrupt(f"{root}: built with {old.manifest.get('model')} ({old.manifest.get('dim')}-d), "
-                           f"not {embedder.name} ({embedder.dim}-d); rebuild with rag build --full")
-    return old
+    if full and (old.manifest.get("model") != embedder.name or old.manifest.get("dim") != embedder.dim):
+        return empty
+    return catalog.of_snapshot(old)

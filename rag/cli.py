@@ -117,7 +117,7 @@ def cmd_upgrade(args) -> int:
         print(f"{args.index}: already in the current format ({report.unchanged} articles); nothing to do")
         return 0
     done = (f"{report.embedded_articles} articles embedded again" if report.embedded_articles
-            else "word counts stored for questions (no article embedded again)")
+            else "word counts and catalogs stored (no article embedded again)")
     print(f"{args.index}: converted; {done}, {report.chunks} chunks; index version {report.version}")
     return 0
 

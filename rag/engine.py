@@ -178,7 +178,8 @@ class Index:
     def upgrade(self, progress: bool = True) -> BuildReport:
         """Convert an index written by an older rag to this one, keeping every
         article: format 1 is embedded again; segments written before term counts
-        were stored get them (their vectors are kept); a current index is left as it is.
+        and catalogs were stored get them (their vectors are kept); a current
+        index is left as it is.
 
         >>> rag.Index("index").upgrade().version  # doctest: +SKIP
         'v000004'

@@ -13,7 +13,8 @@ Layout of an index folder::
                        longer serves (removed, or replaced in a newer segment)
       segments/
         s000003/       immutable rows of some articles (segment.py): articles.jsonl,
-                       chunks.npy, vectors.npy, sentences.npy (+ IVF lists)
+                       chunks.npy, vectors.npy, sentences.npy (+ IVF lists), word
+                       counts, and catalog.json (what a writer plans from: catalog.py)
 
 Versions share segments: an update writes only a small new segment and a new
 manifest (assemble.py, commit.py). Every byte a reader uses is covered by a
@@ -238,10 +239,21 @@ def read_segment(folder: Path, entry: dict, dim: int, nlist: int | None, verify:
     except (ValueError, KeyError, TypeError, IndexError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise IndexCorrupt(f"{folder}: unreadable: {reason}") from None
-    problem = part.problem(entry["counts"], dim, nlist)
+    problem = part.problem(entry["counts"], dim, nlist) or _catalog_problem(blobs, part)
     if problem:
         raise IndexCorrupt(f"{folder}: {problem}")
     return part
+
+
+def _catalog_problem(blobs: dict[str, bytes], part: Part) -> str:
+    """A writer plans from the catalog alone (catalog.py): it must describe the rows read here."""
+    if seg.CATALOG_FILE not in blobs:
+        return ""
+    try:
+        catalog = seg.read_catalog(blobs[seg.CATALOG_FILE])
+    except ValueError as err:
+        return f"{seg.CATALOG_FILE} unreadable: {str(err).splitlines()[0]}"
+    return seg.catalog_problem(catalog, part) if catalog is not None else ""
 
 
 def _assemble(parts: list[Part], manifest: dict, version: str, nprobe: int) -> Snapshot:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from .errors import IndexCorrupt, IndexOutdated
-from .segment import FILES, IVF_FILES, TERM_FILES
+from .segment import CATALOG_FILE, FILES, IVF_FILES, TERM_FILES
 
 FORMAT = 2  # 1: one complete folder per version (before segments)
 SEGMENT_NAME = re.compile(r"s[0-9]{6,}\Z")  # segments/s000001 ...
@@ -58,11 +58,18 @@ def _well_formed(m: dict) -> bool:
         if not (isinstance(s, dict) and isinstance(s.get("name"), str) and SEGMENT_NAME.match(s["name"])
                 and isinstance(s.get("counts"), dict) and isinstance(s.get("deleted"), list)
                 and all(isinstance(i, str) for i in s["deleted"]) and isinstance(s.get("files"), dict)
-                and sorted(s["files"]) in (sorted(names), sorted(names + TERM_FILES))  # term counts: optional
+                and _files_known(s["files"], names)
                 and all(isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
                         for f in s["files"].values())):
             return False
     return len({s["name"] for s in segments}) == len(segments)
+
+
+def _files_known(files: dict, names: tuple) -> bool:
+    """A segment's files: ``names``, and the optional ones of newer releases
+    (all the term-count files or none; the catalog)."""
+    rest = set(files) - set(names)
+    return set(names) <= set(files) and rest - {CATALOG_FILE} in (set(), set(TERM_FILES))
 
 
 def read_file(path: Path, gone: str = "missing") -> bytes:

@@ -14,6 +14,9 @@ A segment holds some articles with everything a reader needs about them::
       terms.npy       with each chunk's words and counts as int32 (word, count)
       term_rows.npy   pairs, and where each chunk's pairs start (int64):
                       BM25's statistics, so loading never tokenizes the text
+      catalog.json    per article: id, content hash, path, metadata digest,
+                      chunk and sentence counts: all a writer needs to plan an
+                      update without reading the rest (catalog.py)
 
 It is written once and never changed; a version lists the segments it uses
 and, for each, the ids of its articles that the version no longer serves
@@ -23,6 +26,7 @@ memory (``Part``); index.py reads and verifies, commit.py writes durably.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import asdict, dataclass
@@ -37,6 +41,8 @@ from .types import Article, Span
 FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
 IVF_FILES = ("lists.npy", "centroids.npy")
 TERM_FILES = ("vocab.txt", "terms.npy", "term_rows.npy")  # optional: older segments lack them
+CATALOG_FILE = "catalog.json"  # optional: older segments lack it (a writer then reads them whole)
+CATALOG_VERSION = 1  # of the catalog's layout and of meta_digest: another version is not used
 
 
 @dataclass(frozen=True)
@@ -161,7 +167,8 @@ def writers(part: Part) -> dict[str, Callable[[BinaryIO], None]]:
             **{name: partial(_write_npy, array, dtype) for name, (array, dtype) in arrays.items()},
             "vocab.txt": partial(_write_vocab, terms),
             "terms.npy": partial(_write_npy, np.stack([terms.ids, terms.counts], axis=1), np.int32),
-            "term_rows.npy": partial(_write_npy, terms.rows, np.int64)}
+            "term_rows.npy": partial(_write_npy, terms.rows, np.int64),
+            CATALOG_FILE: partial(_write_catalog, part)}
 
 
 def encode(part: Part) -> dict[str, bytes]:
@@ -188,6 +195,51 @@ def _write_npy(array: np.ndarray, dtype, out: BinaryIO) -> None:
 
 def _write_vocab(terms: Terms, out: BinaryIO) -> None:
     out.write("".join(f"{w}\n" for w in (f"#terms {TERMS_VERSION}", *terms.vocab)).encode("ascii"))
+
+
+def meta_digest(article: Article) -> str:
+    """A digest of an article's metadata: every field but its id, text (the
+    content hash covers it), path and content hash. With the content hash it
+    tells a writer whether a stored article changed, without reading it."""
+    fields = {name: getattr(article, name) for name in ("title", "source", "viewpoint", "date", "url")}
+    record = json.dumps([fields, article.meta], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(record.encode("utf-8")).hexdigest()[:32]
+
+
+def _write_catalog(part: Part, out: BinaryIO) -> None:
+    a = part.articles
+    record = {"catalog": CATALOG_VERSION, "ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
+              "paths": [x.path for x in a], "meta_digests": [meta_digest(x) for x in a],
+              "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else [],
+              "sentences": [len(s) for s in part.sentences]}
+    out.write(json.dumps(record, ensure_ascii=False).encode("utf-8"))
+
+
+CATALOG_KEYS = ("ids", "content_hashes", "paths", "meta_digests", "chunks", "sentences")
+
+
+def read_catalog(data: bytes) -> dict | None:
+    """A segment's catalog: equal-length lists by key (CATALOG_KEYS); None if it
+    was written in another catalog version. ValueError if it does not parse."""
+    record = json.loads(data.decode("utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError("a catalog that is not an object")
+    if record.get("catalog") != CATALOG_VERSION:
+        return None
+    lists = [record.get(key) for key in CATALOG_KEYS]
+    if not all(isinstance(x, list) and len(x) == len(lists[0]) for x in lists):
+        raise ValueError("a catalog whose lists are missing or of different lengths")
+    return {key: record[key] for key in CATALOG_KEYS}
+
+
+def catalog_problem(catalog: dict, part: Part) -> str:
+    """Does a segment's catalog describe its rows? (Its metadata digests are not recomputed.)"""
+    a = part.articles
+    expected = {"ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
+                "paths": [x.path for x in a], "sentences": [len(s) for s in part.sentences],
+                "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else []}
+    wrong = [key for key, value in expected.items() if catalog[key] != value]
+    return f"catalog.json does not match the articles ({', '.join(wrong)})" if wrong else ""
 
 
 def _stored_terms(part: Part) -> Terms:

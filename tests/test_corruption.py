@@ -17,10 +17,11 @@ import rag
 from rag import index as store
 from rag.embed import HashEmbedder
 from rag.errors import IndexCorrupt, RagError
+from rag.segment import CATALOG_FILE, TERM_FILES
 from rag.settings import Settings
 from tests.conftest import ROOT, SEEDS
 
-FILES = ["CURRENT", "manifest.json", *store.FILES]
+FILES = ["CURRENT", "manifest.json", *store.FILES, *TERM_FILES, CATALOG_FILE]
 QUESTION = "Did Russia make big concessions?"
 
 

@@ -18,7 +18,7 @@ from rag import index as store
 from rag.assemble import MAX_SEGMENTS, merge_runs
 from rag.lexical import for_snapshot
 from rag.lexical import tokens
-from rag.segment import FILES, IVF_FILES, TERM_FILES, Part, decode, encode, writers
+from rag.segment import CATALOG_FILE, FILES, IVF_FILES, TERM_FILES, Part, decode, encode, writers
 from rag.types import Article, Span
 
 QUESTIONS = ["tax budget inflation", "troops ukraine russia", "school police court", "grain exports ports"]
@@ -57,6 +57,9 @@ def manifest(index: Path, version: str = "") -> dict:
     return json.loads((index / (version or store.current_version(index)) / "manifest.json").read_text())
 
 
+ALL_FILES = (*FILES, *TERM_FILES, CATALOG_FILE)  # a flat segment's files
+
+
 def segment_files(index: Path) -> dict:
     return {str(p.relative_to(index)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
             for p in (index / "segments").rglob("*") if p.is_file()}
@@ -90,7 +93,7 @@ def test_an_add_writes_one_small_segment_and_leaves_the_others_untouched(ix, tmp
     # what was written: the new segment's files, the manifest, the pointer; nothing of s000001
     names = sorted(f"{p.parent.name.split('-')[1] if p.parent.name.startswith('.tmp') else p.parent.name}/{p.name}"
                    for p, _ in written)
-    assert names == sorted([*(f"s000002/{f}" for f in store.FILES + TERM_FILES), "v000002/manifest.json",
+    assert names == sorted([*(f"s000002/{f}" for f in ALL_FILES), "v000002/manifest.json",
                             f"{index.name}/CURRENT.tmp"])
     assert sum(n for _, n in written) < 0.1 * sum(size for _, _, size in before.values())
     # nothing of the old segment was read (hence hashed) again, and its files are the very same
@@ -99,7 +102,7 @@ def test_an_add_writes_one_small_segment_and_leaves_the_others_untouched(ix, tmp
     assert {k: v for k, v in after.items() if k.startswith("segments/s000001/")} == before
     assert ix.ask("salmon quotas halved").viewpoints[0].answers[0].doc_id == "salmon"
     # the writer's next snapshot read the new segment only
-    assert [p.parent.name for p in read if "segments" in p.parts] == ["s000002"] * len(store.FILES + TERM_FILES)
+    assert [p.parent.name for p in read if "segments" in p.parts] == ["s000002"] * len(ALL_FILES)
 
 
 def test_a_remove_is_a_tombstone_and_the_article_leaves_every_answer(ix, hash_embedder):
@@ -282,7 +285,7 @@ def test_streamed_segment_files_are_the_bytes_encode_makes():
             streamed[name] = out.getvalue()
         assert streamed == encode(p)
         ivf_files = IVF_FILES if p.lists is not None else ()
-        assert list(streamed) == [*FILES, *ivf_files, *TERM_FILES]  # the manifest lists files in this order
+        assert list(streamed) == [*FILES, *ivf_files, *TERM_FILES, CATALOG_FILE]  # the manifest's order
         lines = [json.dumps(dict(asdict(a), sentences=[list(x) for x in spans]), ensure_ascii=False) + "\n"
                  for a, spans in zip(p.articles, p.sentences)]
         assert streamed["articles.jsonl"] == "".join(lines).encode("utf-8")
