@@ -74,16 +74,33 @@ class Candidates:
 
 @dataclass(frozen=True)
 class Scorer:
-    """Standardize, then logistic regression: P(sentence answers the question)."""
+    """The features and (degree 2) their pairwise products, standardized, then
+    logistic regression: P(sentence answers the question). The products let one
+    feature's weight depend on another's (a name match counts for more in a
+    sentence that is also close to the question)."""
 
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: float
+    degree: int = 1
 
     def probability(self, features: np.ndarray) -> np.ndarray:
-        z = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        z = ((expand(features, self.degree) - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
+
+
+def expand(features: np.ndarray, degree: int) -> np.ndarray:
+    """The features, then for degree 2 every product x_i * x_j (i <= j), in
+    scikit-learn's PolynomialFeatures order.
+
+    >>> expand(np.array([[2.0, 3.0]]), 2).tolist()
+    [[2.0, 3.0, 4.0, 6.0, 9.0]]
+    """
+    if degree == 1:
+        return features
+    i, j = np.triu_indices(features.shape[1])
+    return np.hstack([features, features[:, i] * features[:, j]])
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,8 +108,12 @@ def load_scorer(path: Path = SCORER_FILE) -> Scorer:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if tuple(data["features"]) != FEATURES:
         raise ValueError(f"{path}: trained on features {data['features']}, this code computes {FEATURES}")
-    return Scorer(*(np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "coef")),
-                  float(data["intercept"]))
+    degree = int(data.get("degree", 1))
+    scorer = Scorer(*(np.asarray(data[key], dtype=np.float64) for key in ("mean", "scale", "coef")),
+                    float(data["intercept"]), degree)
+    if len(scorer.coef) != expand(np.zeros((1, len(FEATURES))), degree).shape[1]:
+        raise ValueError(f"{path}: {len(scorer.coef)} weights do not fit degree {degree}")
+    return scorer
 
 
 def content_terms(text: str) -> frozenset[str]:

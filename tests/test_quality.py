@@ -179,10 +179,30 @@ def test_json_keeps_the_contract_and_adds_coverage(small_index):
 def test_scorer_file_matches_code_and_settings():
     scorer = load_scorer()
     data = json.loads(SCORER_FILE.read_text())
-    assert len(scorer.coef) == len(FEATURES)
+    n = len(FEATURES)
+    assert len(scorer.coef) == (n if scorer.degree == 1 else n + n * (n + 1) // 2)
     assert data["threshold"] == rag.Settings().min_score
     p = scorer.probability(np.zeros((3, len(FEATURES)), np.float32))
     assert ((0 < p) & (p < 1)).all()
+
+
+def test_a_degree_2_scorer_file_weighs_pairwise_products_as_scikit_learn_orders_them(tmp_path):
+    """``bench/train_scorer.py --degree 2`` fits on scikit-learn's PolynomialFeatures order."""
+    PolynomialFeatures = pytest.importorskip("sklearn.preprocessing").PolynomialFeatures
+    data = json.loads(SCORER_FILE.read_text())
+    n = len(FEATURES)
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=n + n * (n + 1) // 2)
+    path = tmp_path / "scorer.json"
+    path.write_text(json.dumps(dict(data, degree=2, mean=[0.0] * len(coef), scale=[1.0] * len(coef),
+                                    coef=coef.tolist(), intercept=0.5)))
+    x = rng.random((4, n)).astype(np.float32)
+    expected = 1 / (1 + np.exp(-(PolynomialFeatures(2, include_bias=False).fit_transform(x) @ coef + 0.5)))
+    assert np.allclose(load_scorer(path).probability(x), expected, rtol=1e-5)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(data, degree=2)))  # degree-1 weights
+    with pytest.raises(ValueError, match="do not fit degree 2"):
+        load_scorer(bad)
 
 
 def test_side_probability_is_noisy_or_of_its_best_quotes():
