@@ -165,7 +165,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     spans = {}  # sentence row -> (article row, its first sentence row, its sentence count)
     for row in rows.tolist():
         article_row = int(snap.chunks[found[row].chunk_row][0])
-        spans[row] = (article_row, int(snap.sentence_start[article_row]), len(snap.sentences[article_row]))
+        spans[row] = (article_row, int(snap.sentence_start[article_row]), int(snap.sentences.counts[article_row]))
     neighbours_of = {row: [r for r in (row - 1, row + 1) if start <= r < start + count]
                      for row, (_, start, count) in spans.items()}
     scored = sorted(set(spans) | {r for rs in neighbours_of.values() for r in rs})
@@ -219,7 +219,7 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
         # first, on its own merit, and takes this sentence along if it qualifies.
         article_row = int(snap.chunks[chunk_row][0])
         first = int(snap.sentence_start[article_row])
-        beside = [r for r in (row - 1, row + 1) if first <= r < first + len(snap.sentences[article_row])]
+        beside = [r for r in (row - 1, row + 1) if first <= r < first + int(snap.sentences.counts[article_row])]
         partner = max(beside, key=lambda r: chance.get(r, 0.0), default=None)  # never another article's
         pair = [partner] if partner is not None and PAIR_RATIO * p <= chance.get(partner, 0.0) <= p else []
         quote = _quote(snap, row, chunk_row, p, pair)
@@ -301,7 +301,7 @@ def _chunk_words(snap: Snapshot, cache: dict, chunk_row: int) -> set[str]:
 
 
 def _text(snap: Snapshot, article_row: int, index: int) -> str:
-    span = snap.sentences[article_row][index]
+    span = snap.sentences.at(article_row, index)
     return snap.articles[article_row].text[span.start:span.end]
 
 

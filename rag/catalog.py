@@ -85,7 +85,7 @@ class Catalog:
         scanning the chunk table for every reused article would cost articles x chunks."""
         if segment.name not in self._parts:
             part = self.read_part(segment)
-            starts = np.concatenate([[0], np.cumsum([len(s) for s in part.sentences])]).astype(np.int64)
+            starts = part.sentences.starts
             order = np.argsort(part.chunks[:, 0], kind="stable")
             keys = part.chunks[order, 0]
 
@@ -112,7 +112,7 @@ def of_snapshot(snap: Snapshot) -> Catalog:
     a = snap.articles
     return Catalog(snap.version, snap.manifest, snap.segments, [x.id for x in a], [x.content_hash for x in a],
                    [x.path for x in a], np.bincount(snap.chunks[:, 0], minlength=len(a)),
-                   np.array([len(s) for s in snap.sentences], dtype=np.int64), ann.centroids_of(snap.chunk_index),
+                   snap.sentences.counts, ann.centroids_of(snap.chunk_index),
                    read_part, lambda row: seg.meta_digest(a[row]), warning=snap.warning, _articles=a)
 
 

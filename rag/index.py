@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from . import segment as seg
 from .errors import IndexCorrupt, IndexMissing, IndexOutdated
 from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_manifest  # noqa: F401
 from .segment import FILES, Part, Segment  # noqa: F401  (FILES: the files of a segment)
-from .types import Article, Span
+from .types import Article, Spans
 
 _VERSION = re.compile(r"v[0-9]{6,}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -53,7 +55,7 @@ class Snapshot:
     ``sentence_start[a]`` .. ``sentence_start[a] + len(sentences[a]) - 1``."""
 
     articles: list[Article]
-    sentences: list[tuple[Span, ...]]
+    sentences: Spans  # per article row, its sentence spans (lists of tuples of Span are turned into Spans)
     chunks: np.ndarray  # (n_chunks, 5) int64
     chunk_index: object  # faiss.Index
     sentence_vectors: np.ndarray  # (n_sentences, dim) float16
@@ -63,11 +65,9 @@ class Snapshot:
     segments: tuple[Segment, ...] = ()  # where each segment's live rows sit, in order
 
     def __post_init__(self) -> None:
-        counts = np.array([len(s) for s in self.sentences], dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) \
-            if len(counts) else np.zeros(0, dtype=np.int64)
+        object.__setattr__(self, "sentences", Spans.of(self.sentences))
         object.__setattr__(self, "row_of", {a.id: i for i, a in enumerate(self.articles)})
-        object.__setattr__(self, "sentence_start", starts)
+        object.__setattr__(self, "sentence_start", self.sentences.starts[:-1])
 
     def chunk_vectors(self) -> np.ndarray:
         n = self.chunk_index.ntotal
@@ -227,18 +227,35 @@ def _reusable(reuse: Snapshot | None, dim: int, nlist: int | None):
 
 
 def read_segment(folder: Path, entry: dict, dim: int, nlist: int | None, verify: bool = True) -> Part:
-    """One segment's rows, its files checked against ``entry`` (from the manifest)."""
-    blobs = {}
-    for name in entry["files"]:
-        blobs[name] = read_file(folder / name)
-        problem = file_problem(blobs[name], entry["files"][name]) if verify else ""
-        if problem:
-            raise IndexCorrupt(f"{folder / name}: {problem}")
+    """One segment's rows, its files checked against ``entry`` (from the manifest).
+    The checksums are computed in a thread while the rows are parsed (hashing
+    lets go of the interpreter; at 12k articles each takes about half a second);
+    a file that fails its checksum is reported before anything the parse found."""
+    blobs = {name: read_file(folder / name) for name in entry["files"]}
+    problems: list[str] = []
+
+    def check() -> None:
+        for name, expected in entry["files"].items():
+            problem = file_problem(blobs[name], expected)
+            if problem:
+                problems.append(f"{folder / name}: {problem}")
+                return
+
+    checking = threading.Thread(target=check, name="rag-verify", daemon=True)
+    if verify:
+        checking.start()
     try:
-        part = seg.decode(blobs)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise IndexCorrupt(f"{folder}: unreadable: {reason}") from None
+        with warnings.catch_warnings():  # damaged bytes can make numpy warn before the checksum says why
+            warnings.simplefilter("ignore")
+            part, unreadable = seg.decode(blobs), ""
+    except Exception as err:  # noqa: BLE001 (bytes that may fail their checksum: anything can break)
+        part, unreadable = None, str(err).splitlines()[0] if str(err) else type(err).__name__
+    if verify:
+        checking.join()
+    if problems:
+        raise IndexCorrupt(problems[0])
+    if part is None:
+        raise IndexCorrupt(f"{folder}: unreadable: {unreadable}")
     problem = part.problem(entry["counts"], dim, nlist) or _catalog_problem(blobs, part)
     if problem:
         raise IndexCorrupt(f"{folder}: {problem}")
@@ -280,7 +297,7 @@ def _check_counts(snap: Snapshot) -> str:
     own rows were checked against its entry when it was read.)"""
     m = snap.manifest
     facts = {"articles": len(snap.articles), "chunks": len(snap.chunks), "vectors": snap.chunk_index.ntotal,
-             "sentences": sum(len(s) for s in snap.sentences), "sentence_vectors": len(snap.sentence_vectors)}
+             "sentences": int(snap.sentences.counts.sum()), "sentence_vectors": len(snap.sentence_vectors)}
     for key, value in facts.items():
         if m["counts"].get(key) != value:
             return f"{key}: found {value}, the manifest says {m['counts'].get(key)}"

@@ -36,7 +36,7 @@ from typing import BinaryIO, Callable, Collection, Sequence
 import numpy as np
 
 from .lexical import TERMS_VERSION, Terms, chunk_texts
-from .types import Article, Span
+from .types import Article, Spans
 
 FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
 IVF_FILES = ("lists.npy", "centroids.npy")
@@ -65,7 +65,7 @@ class Part:
     """Rows of some articles in memory; chunk rows point at article rows of the part."""
 
     articles: list
-    sentences: list  # per article, a tuple of Span
+    sentences: Spans  # per article, its sentence spans (a list of tuples of Span is turned into Spans)
     chunks: np.ndarray  # (n_chunks, 5) int64
     vectors: np.ndarray  # (n_chunks, dim) float32 chunk vectors
     sentence_vectors: np.ndarray  # (n_sentences, dim)
@@ -73,9 +73,12 @@ class Part:
     centroids: np.ndarray | None = None  # IVF: the centroids the lists refer to
     terms: Terms | None = None  # each chunk's content words; None: counted from the text when written
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sentences", Spans.of(self.sentences))
+
     def counts(self) -> dict:
         return {"articles": len(self.articles), "chunks": len(self.chunks),
-                "sentences": sum(len(s) for s in self.sentences)}
+                "sentences": int(self.sentences.counts.sum())}
 
     def without(self, ids: Collection[str]) -> Part:
         """This part less the articles whose id is in ``ids`` (itself if none is)."""
@@ -86,10 +89,9 @@ class Part:
         chunk_keep = keep[self.chunks[:, 0]]
         chunks = self.chunks[chunk_keep]  # a copy: the renumbering below never touches the source
         chunks[:, 0] = new_row[chunks[:, 0]]
-        per_article = np.array([len(s) for s in self.sentences], dtype=np.int64)
-        sentence_keep = np.repeat(keep, per_article)
+        sentence_keep = np.repeat(keep, self.sentences.counts)
         return Part([a for a, k in zip(self.articles, keep) if k],
-                    [s for s, k in zip(self.sentences, keep) if k], chunks, self.vectors[chunk_keep],
+                    self.sentences.take(keep), chunks, self.vectors[chunk_keep],
                     self.sentence_vectors[sentence_keep],
                     None if self.lists is None else self.lists[chunk_keep], self.centroids,
                     None if self.terms is None else self.terms.take(chunk_keep))
@@ -119,7 +121,7 @@ class Part:
             if rows.min() < 0 or rows.max() >= len(self.articles):
                 return "a chunk points at no article"
             lengths = np.array([len(a.text) for a in self.articles], dtype=np.int64)[rows]
-            n_sentences = np.array([len(s) for s in self.sentences], dtype=np.int64)[rows]
+            n_sentences = self.sentences.counts[rows]
             if not (np.all((0 <= c[:, 1]) & (c[:, 1] < c[:, 2]) & (c[:, 2] <= lengths))
                     and np.all((0 <= c[:, 3]) & (c[:, 3] <= c[:, 4]) & (c[:, 4] < n_sentences))):
                 return "a chunk's span or sentences lie outside its article"
@@ -135,7 +137,7 @@ def concat(parts: Sequence[Part], dim: int, vectors: bool = True) -> Part:
     offsets = np.cumsum([0] + [len(p.articles) for p in parts])
     chunks = [p.chunks + np.array([o, 0, 0, 0, 0], dtype=np.int64) for p, o in zip(parts, offsets)]
     lists = [p.lists for p in parts if p.lists is not None]
-    return Part([a for p in parts for a in p.articles], [s for p in parts for s in p.sentences],
+    return Part([a for p in parts for a in p.articles], Spans.join([p.sentences for p in parts]),
                 np.concatenate(chunks) if chunks else np.zeros((0, 5), np.int64),
                 _join([p.vectors for p in parts] if vectors else [], dim, np.float32),
                 _join([p.sentence_vectors for p in parts], dim, np.float16),
@@ -182,9 +184,10 @@ def encode(part: Part) -> dict[str, bytes]:
 
 
 def _write_articles(part: Part, out: BinaryIO) -> None:
-    for article, spans in zip(part.articles, part.sentences):
+    starts, pairs = part.sentences.starts, part.sentences.pairs
+    for n, article in enumerate(part.articles):
         record = asdict(article)
-        record["sentences"] = [[s.start, s.end] for s in spans]
+        record["sentences"] = pairs[starts[n]:starts[n + 1]].tolist()
         out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
@@ -211,7 +214,7 @@ def _write_catalog(part: Part, out: BinaryIO) -> None:
     record = {"catalog": CATALOG_VERSION, "ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
               "paths": [x.path for x in a], "meta_digests": [meta_digest(x) for x in a],
               "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else [],
-              "sentences": [len(s) for s in part.sentences]}
+              "sentences": part.sentences.counts.tolist()}
     out.write(json.dumps(record, ensure_ascii=False).encode("utf-8"))
 
 
@@ -236,7 +239,7 @@ def catalog_problem(catalog: dict, part: Part) -> str:
     """Does a segment's catalog describe its rows? (Its metadata digests are not recomputed.)"""
     a = part.articles
     expected = {"ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
-                "paths": [x.path for x in a], "sentences": [len(s) for s in part.sentences],
+                "paths": [x.path for x in a], "sentences": part.sentences.counts.tolist(),
                 "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else []}
     wrong = [key for key, value in expected.items() if catalog[key] != value]
     return f"catalog.json does not match the articles ({', '.join(wrong)})" if wrong else ""
@@ -286,16 +289,19 @@ def _npy(data: bytes, dtype) -> np.ndarray:
     return np.frombuffer(data, dtype=found, count=count, offset=stream.tell()).reshape(shape)
 
 
-def _parse_articles(data: bytes) -> tuple[list[Article], list[tuple[Span, ...]]]:
-    articles, sentences = [], []
+def _parse_articles(data: bytes) -> tuple[list[Article], Spans]:
+    articles, spans = [], []
     for line in data.split(b"\n"):  # b"\n" only: U+2028 may appear raw inside a record
         if not line:
             continue
         record = json.loads(line)
-        article = Article(**{k: v for k, v in record.items() if k != "sentences"})
-        spans = tuple(Span(int(s), int(e)) for s, e in record["sentences"])
-        if any(not 0 <= s.start < s.end <= len(article.text) for s in spans):
-            raise ValueError(f"article {article.id!r}: a sentence span lies outside its text")
-        articles.append(article)
-        sentences.append(spans)
+        spans.append(record.pop("sentences"))
+        articles.append(Article(**record))
+    sentences = Spans.of(spans)  # checked all at once below, made into Span tuples only when read
+    lengths = np.repeat(np.fromiter((len(a.text) for a in articles), np.int64, len(articles)), sentences.counts)
+    start, end = sentences.pairs[:, 0], sentences.pairs[:, 1]
+    outside = np.flatnonzero(~((0 <= start) & (start < end) & (end <= lengths)))
+    if len(outside):
+        article = articles[int(np.searchsorted(sentences.starts, outside[0], side="right")) - 1]
+        raise ValueError(f"article {article.id!r}: a sentence span lies outside its text")
     return articles, sentences

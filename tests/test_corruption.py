@@ -19,6 +19,7 @@ from rag.embed import HashEmbedder
 from rag.errors import IndexCorrupt, RagError
 from rag.segment import CATALOG_FILE, TERM_FILES
 from rag.settings import Settings
+from rag.types import Span
 from tests.conftest import ROOT, SEEDS
 
 FILES = ["CURRENT", "manifest.json", *store.FILES, *TERM_FILES, CATALOG_FILE]
@@ -223,6 +224,23 @@ def test_records_that_point_outside_their_article_are_refused(tmp_path, hash_emb
     loaded = store.load(index)
     assert loaded.version == "v000001" and "a chunk's span or sentences lie outside its article" in loaded.warning
     assert "segments/s000002: " in loaded.warning
+
+
+@pytest.mark.parametrize("span", [(-1, 5), (5, 5), (0, 10**6)])
+def test_sentence_spans_outside_their_article_are_refused(tmp_path, hash_embedder, span):
+    """Spans are checked all at once when a segment is read (they become tuples only when asked for)."""
+    index = tmp_path / "index"
+    rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
+    snap = store.load(index)
+    part = snap.part(snap.segments[0])
+    spans = [list(s) for s in part.sentences]
+    spans[1][2] = Span(*span)  # the second article's third sentence
+    with rag.index.writer_lock(index):
+        store.write(index, dict(snap.manifest, previous="v000001"), [replace(part, sentences=spans)])
+    loaded = store.load(index)
+    assert loaded.version == "v000001" and "a sentence span lies outside its text" in loaded.warning
+    assert f"article {part.articles[1].id!r}" in loaded.warning
+    assert list(loaded.sentences) == list(snap.sentences)
 
 
 def test_a_damaged_segment_shared_by_both_versions_is_named_for_each(two_versions, hash_embedder):
