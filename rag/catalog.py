@@ -143,8 +143,9 @@ def load(root: str | Path) -> Catalog | None:
                                 *(range(int(a), int(b)) for a, b in zip(at, at + size))))
         at = at + size
     counts = manifest["counts"]
-    if [int(x) for x in at] != [counts.get("articles"), counts.get("chunks"), counts.get("sentences")]:
-        return None  # the catalogs disagree with the manifest: let the careful load say why
+    if [int(x) for x in at] != [counts.get("articles"), counts.get("chunks"), counts.get("sentences")] \
+            or len(set(columns["ids"])) != len(columns["ids"]):
+        return None  # the catalogs disagree with the manifest, or an id is live twice: the careful load says why
     nlist = manifest["chunk_index"].get("nlist") if manifest["chunk_index"]["type"] == "ivf-flat" else None
     dim = manifest["dim"]
     try:

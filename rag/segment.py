@@ -232,6 +232,10 @@ def read_catalog(data: bytes) -> dict | None:
     lists = [record.get(key) for key in CATALOG_KEYS]
     if not all(isinstance(x, list) and len(x) == len(lists[0]) for x in lists):
         raise ValueError("a catalog whose lists are missing or of different lengths")
+    texts, numbers = lists[:4], lists[4:]  # ids, hashes, paths, digests; chunk and sentence counts
+    if not (all(isinstance(v, str) for x in texts for v in x)
+            and all(type(v) is int and v >= 0 for x in numbers for v in x)):
+        raise ValueError("a catalog with a value of the wrong type")
     return {key: record[key] for key in CATALOG_KEYS}
 
 

@@ -167,3 +167,15 @@ def test_updates_from_the_catalogs_write_the_same_bytes_as_updates_from_memory(t
         assert files == [[s["name"], s["files"], s["deleted"]] for s in manifest(tmp_path / "b")["segments"]]
     assert len(manifest(tmp_path / "a")["segments"]) >= 2  # kept and merged segments both took part
     assert answers(warm) == answers(rag.open(tmp_path / "b", settings, hash_embedder))
+
+
+def test_a_catalog_of_the_wrong_shape_is_unreadable():
+    from rag.segment import read_catalog
+
+    good = {"catalog": 1, "ids": ["a"], "content_hashes": ["h"], "paths": ["p"], "meta_digests": ["d"],
+            "chunks": [1], "sentences": [2]}
+    assert read_catalog(json.dumps(good).encode())["chunks"] == [1]
+    assert read_catalog(json.dumps(dict(good, catalog=99)).encode()) is None  # another layout: not used
+    for bad in ({"chunks": ["1"]}, {"sentences": [-1]}, {"ids": [3]}, {"paths": []}, {"meta_digests": None}):
+        with pytest.raises(ValueError):
+            read_catalog(json.dumps(dict(good, **bad)).encode())
