@@ -116,7 +116,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for b, ix in indexes.items():
                 started = time.perf_counter()
-                report = ix.rebuild([slice_path], FIELDS, full=True, progress=False)
+                ix.rebuild([slice_path], FIELDS, full=True, progress=False)
                 build_s[b].append(time.perf_counter() - started)
                 started = time.perf_counter()
                 ix.embedder.encode(texts[b])

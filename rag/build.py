@@ -11,16 +11,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import assemble
+from . import assemble, catalog
 from . import index as store
+from .catalog import Catalog
 from .chunk import chunk_article
 from .embed import Embedder
 from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .ingest import Loaded
-from .settings import Settings
-from . import catalog
-from .catalog import Catalog
 from .segment import meta_digest
+from .settings import Settings
 from .types import Article, BuildReport, Embedded, Rejected, Span
 
 
@@ -76,11 +75,13 @@ def plan(old: Catalog, loaded: Loaded, mode: str, remove: Sequence[str] = (),
             continue
         merged[article.id] = article
         owner_of_hash[article.content_hash] = article.id
-    write, changed, embed = {}, [], set()
+    write: dict[str, Article] = {}  # rows written anew
+    changed, embed = [], set()
     for i, article in merged.items():
         row = old.row_of.get(i)
         if row is None:  # new
-            write[i], _ = article, embed.add(i)
+            write[i] = article
+            embed.add(i)
             continue
         same_text = article is None or old.content_hashes[row] == article.content_hash
         same = article is None or same_text and old.digest_of(row) == meta_digest(article)
@@ -89,7 +90,8 @@ def plan(old: Catalog, loaded: Loaded, mode: str, remove: Sequence[str] = (),
         if not same or article is not None and old.paths[row] != article.path:
             write[i] = article  # a moved file alone is not a change, but its row records the new path
         if not (same_text and reuse_vectors):
-            write[i], _ = article or old.article(row), embed.add(i)
+            write[i] = article or old.article(row)
+            embed.add(i)
     added = [i for i in merged if i not in old.row_of]
     dropped = [i for i in old.ids if i not in merged]
     # stored rows keep their order, new ones follow: most arrays are copied, not shuffled

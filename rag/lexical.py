@@ -10,7 +10,6 @@ weighs question terms with.
 from __future__ import annotations
 
 import functools
-import math
 import re
 import threading
 from array import array

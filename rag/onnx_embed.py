@@ -23,7 +23,6 @@ temporary name and renamed into place.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import sys

@@ -158,8 +158,8 @@ def test_updates_from_the_catalogs_write_the_same_bytes_as_updates_from_memory(t
     steps += [("add", [write_article(tmp_path / "moved", "base-05", body(5, 40 if ivf else 6), "left")]),  # relabeled
               ("remove", ["base-07", "extra-1"])]
     for kind, arg in steps:
-        for ix in (warm, rag.Index(tmp_path / "b", settings, hash_embedder)):  # the second: nothing in memory
-            report = ix.add(arg, progress=False) if kind == "add" else ix.remove(arg)
+        for writer in (warm, rag.Index(tmp_path / "b", settings, hash_embedder)):  # the second: nothing in memory
+            report = writer.add(arg, progress=False) if kind == "add" else writer.remove(arg)
             assert report.version
         if ivf:
             assert manifest(tmp_path / "a")["chunk_index"]["type"] == "ivf-flat"

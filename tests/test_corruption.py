@@ -279,8 +279,6 @@ def test_an_old_format_index_is_named_and_a_full_rebuild_works_even_when_it_is_u
 
 
 def test_faiss_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder, monkeypatch):
-    import faiss
-
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     ix = rag.open(index, embedder=hash_embedder, settings=Settings(passages=500, k=50))
