@@ -17,7 +17,6 @@ the last good version).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import mmap
 import threading
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from . import ann
 from . import segment as seg
 from .errors import IndexCorrupt, IndexMissing, IndexOutdated
 from .index import Snapshot, read_pointer, read_segment
-from .manifest import file_problem, read_file, read_manifest
+from .manifest import file_problem, read_checked, read_manifest
 from .segment import Part, Segment
 from .types import Article, Span
 
@@ -168,12 +167,9 @@ def _segment_catalog(folder: Path, entry: dict) -> dict | None:
     expected = entry["files"].get(seg.CATALOG_FILE)
     if expected is None:
         return None
-    data = read_file(folder / seg.CATALOG_FILE)
-    if file_problem(data, expected):
-        return None
     try:
-        catalog = seg.read_catalog(data)
-    except ValueError:
+        catalog = seg.read_catalog(read_checked(folder / seg.CATALOG_FILE, expected))
+    except (IndexCorrupt, ValueError):
         return None
     return catalog if catalog is not None and _fits(catalog, entry) else None
 
@@ -187,11 +183,7 @@ def _fits(catalog: dict, entry: dict) -> bool:
 
 def _centroids(root: Path, manifest: dict) -> np.ndarray:
     entry = manifest["segments"][0]
-    path = root / "segments" / entry["name"] / "centroids.npy"
-    data = read_file(path)
-    problem = file_problem(data, entry["files"]["centroids.npy"])
-    if problem:
-        raise IndexCorrupt(f"{path}: {problem}")
+    data = read_checked(root / "segments" / entry["name"] / "centroids.npy", entry["files"]["centroids.npy"])
     return seg._npy(data, np.float32)
 
 
@@ -220,18 +212,15 @@ class _Checker:
 
 
 def _file_problem(path: Path, expected: dict) -> str:
-    """A file's size and sha256 against the manifest's. The file is mapped, not
-    read: hashing a mapping copies nothing and lets the embedding thread run."""
+    """``manifest.file_problem`` of a file, named. The file is mapped, not read:
+    hashing a mapping copies nothing and lets the embedding thread run."""
     try:
         with open(path, "rb") as stream:
-            size = stream.seek(0, 2)
-            if size != expected["size"]:
-                return f"{path}: has {size} bytes, the manifest says {expected['size']} (truncated or appended to)"
-            if size == 0:
-                digest = hashlib.sha256(b"").hexdigest()
+            if stream.seek(0, 2) == 0:  # an empty file cannot be mapped
+                problem = file_problem(b"", expected)
             else:
                 with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                    digest = hashlib.sha256(mapped).hexdigest()
+                    problem = file_problem(mapped, expected)
     except OSError as err:
         return f"{path}: unreadable ({err.strerror})"
-    return "" if digest == expected["sha256"] else f"{path}: fails its checksum (corrupted)"
+    return f"{path}: {problem}" if problem else ""

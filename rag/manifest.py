@@ -81,6 +81,15 @@ def read_file(path: Path, gone: str = "missing") -> bytes:
         raise IndexCorrupt(f"{path}: unreadable ({err.strerror})") from None
 
 
+def read_checked(path: Path, expected: dict) -> bytes:
+    """A file's bytes, checked against its size and sha256 in the manifest; IndexCorrupt if they differ."""
+    data = read_file(path)
+    problem = file_problem(data, expected)
+    if problem:
+        raise IndexCorrupt(f"{path}: {problem}")
+    return data
+
+
 def file_problem(data: bytes, expected: dict) -> str:
     if len(data) != expected["size"]:
         return f"has {len(data)} bytes, the manifest says {expected['size']} (truncated or appended to)"

@@ -209,12 +209,18 @@ def meta_digest(article: Article) -> str:
     return hashlib.sha256(record.encode("utf-8")).hexdigest()[:32]
 
 
-def _write_catalog(part: Part, out: BinaryIO) -> None:
+def _catalog_of(part: Part, digests: bool = True) -> dict:
+    """The catalog columns of ``part``'s rows (the metadata digests only if ``digests``)."""
     a = part.articles
-    record = {"catalog": CATALOG_VERSION, "ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
-              "paths": [x.path for x in a], "meta_digests": [meta_digest(x) for x in a],
-              "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else [],
-              "sentences": part.sentences.counts.tolist()}
+    columns = {"ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
+               "paths": [x.path for x in a], "meta_digests": [meta_digest(x) for x in a] if digests else None,
+               "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else [],
+               "sentences": part.sentences.counts.tolist()}
+    return {key: value for key, value in columns.items() if value is not None}
+
+
+def _write_catalog(part: Part, out: BinaryIO) -> None:
+    record = {"catalog": CATALOG_VERSION, **_catalog_of(part)}
     out.write(json.dumps(record, ensure_ascii=False).encode("utf-8"))
 
 
@@ -241,11 +247,7 @@ def read_catalog(data: bytes) -> dict | None:
 
 def catalog_problem(catalog: dict, part: Part) -> str:
     """Does a segment's catalog describe its rows? (Its metadata digests are not recomputed.)"""
-    a = part.articles
-    expected = {"ids": [x.id for x in a], "content_hashes": [x.content_hash for x in a],
-                "paths": [x.path for x in a], "sentences": part.sentences.counts.tolist(),
-                "chunks": np.bincount(part.chunks[:, 0], minlength=len(a)).tolist() if len(a) else []}
-    wrong = [key for key, value in expected.items() if catalog[key] != value]
+    wrong = [key for key, value in _catalog_of(part, digests=False).items() if catalog[key] != value]
     return f"catalog.json does not match the articles ({', '.join(wrong)})" if wrong else ""
 
 

@@ -67,6 +67,11 @@ class Spans(Sequence):
         self.pairs = pairs  # (n_sentences, 2) int64: start, end
 
     @classmethod
+    def counted(cls, counts: np.ndarray, pairs: np.ndarray) -> Spans:
+        """From each article's sentence count and all the pairs, in order."""
+        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs)
+
+    @classmethod
     def of(cls, per_article) -> Spans:
         """From per-article sequences of spans (or of (start, end) pairs)."""
         if isinstance(per_article, Spans):
@@ -75,7 +80,7 @@ class Spans(Sequence):
         flat = np.fromiter(chain.from_iterable(chain.from_iterable(per_article)), np.int64)
         if len(flat) != 2 * counts.sum():
             raise ValueError("a sentence span that is not a (start, end) pair")
-        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), flat.reshape(-1, 2))
+        return cls.counted(counts, flat.reshape(-1, 2))
 
     @staticmethod
     def join(parts: Sequence[Spans]) -> Spans:
@@ -83,7 +88,7 @@ class Spans(Sequence):
             return parts[0]
         counts = np.concatenate([p.counts for p in parts]) if parts else np.zeros(0, np.int64)
         pairs = np.concatenate([p.pairs for p in parts]) if parts else np.zeros((0, 2), np.int64)
-        return Spans(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), pairs)
+        return Spans.counted(counts, pairs)
 
     @property
     def counts(self):
@@ -97,9 +102,7 @@ class Spans(Sequence):
 
     def take(self, keep) -> Spans:
         """The articles where the boolean array ``keep`` is true."""
-        rows = np.repeat(keep, self.counts)
-        counts = self.counts[keep]
-        return Spans(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), self.pairs[rows])
+        return Spans.counted(self.counts[keep], self.pairs[np.repeat(keep, self.counts)])
 
     def __len__(self) -> int:
         return len(self.starts) - 1

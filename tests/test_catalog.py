@@ -13,6 +13,7 @@ import pytest
 
 import rag
 from rag import catalog
+from rag import manifest as manifest_module
 from rag import index as store
 from rag.ingest import load
 from rag.segment import CATALOG_FILE, FILES, TERM_FILES, meta_digest
@@ -66,7 +67,8 @@ def test_a_cold_add_reads_only_the_catalogs_and_checks_every_other_file(ix, tmp_
     read, checked = [], []
     real_read, real_check = store.read_file, catalog._file_problem
     monkeypatch.setattr(store, "read_file", lambda path, *a, **k: read.append(path) or real_read(path, *a, **k))
-    monkeypatch.setattr(catalog, "read_file", lambda path, *a, **k: read.append(path) or real_read(path, *a, **k))
+    monkeypatch.setattr(manifest_module, "read_file",  # catalog.py reads through manifest.read_checked
+                        lambda path, *a, **k: read.append(path) or real_read(path, *a, **k))
     monkeypatch.setattr(catalog, "_file_problem", lambda path, e: checked.append(path) or real_check(path, e))
     cold = rag.Index(index, embedder=hash_embedder)  # no version in memory: a new process, as `rag add`
     report = cold.add([write_article(tmp_path / "new", "salmon", "Salmon quotas were halved.", "center")],
