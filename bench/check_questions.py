@@ -160,7 +160,9 @@ def check_stories(path: Path, lines: list[tuple[int, dict, str, set[str]]], corp
                 rep.errors.append(f"{path}:{number}: story {story} names other articles than line {first}")
         sides = Counter(corpus[i]["bias_text"] for i in ids if i in corpus)
         if set(sides) != SIDES or len(ids) != 3:
-            rep.errors.append(f"{path}:{first}: story {story} needs one left, one center and one right article, has {dict(sides)}")
+            has = ", ".join(f"{side} {n}" for side, n in sorted(sides.items()))
+            rep.errors.append(f"{path}:{first}: story {story} needs one left, one center and one right article, "
+                              f"has {has}")
         if len({item.get("split") for _, item, _ in rows}) > 1:
             rep.errors.append(f"{path}:{first}: story {story} is split across train and test")
 
@@ -194,7 +196,8 @@ def print_report(name: str, rep: Report, verbose: bool) -> None:
     stories = len(set(rep.stories) - {"unlabelled"})
     print(f"== {name}: {questions} questions, {rep.abstain} off-topic, {stories} stories")
     for title, counts in (("kind", rep.kinds), ("split", rep.splits)):
-        print(f"  by {title}: " + ", ".join(f"{k} {v} ({v / max(questions, 1):.0%})" for k, v in sorted(counts.items())))
+        shares = (f"{k} {v} ({v / max(questions, 1):.0%})" for k, v in sorted(counts.items()))
+        print(f"  by {title}: " + ", ".join(shares))
     share = rep.nulls / max(rep.cells, 1)
     print(f"  cells: {rep.cells}, null {rep.nulls} ({share:.0%})")
     print("  by story: " + ", ".join(f"{k} {v}" for k, v in sorted(rep.stories.items())))
