@@ -7,10 +7,11 @@ Each line is {"q", "kind", "story", "split", "expect": {article ID: span | [span
 or an off-topic {"q", "abstain": true}. Older files may lack kind/story/split:
 those lines are counted as "unlabelled" and the per-story checks skip them.
 Errors (one line each, naming file and line) make the exit status 1. A span must
-lie inside one sentence as the product splits them (rag.chunk.split_sentences:
-the answer is one sentence, so a span across two can never be matched whole) and
-be 5-20 words long; on unlabelled lines, written before that rule, these two are
-only warnings.
+be verbatim in content_original and in the text the product indexes from it
+(rag.ingest.make_article), and lie inside one of that text's sentences as the
+product splits them (rag.chunk.split_sentences: the answer is one sentence, so a
+span across two can never be matched whole), and be 5-20 words long; on
+unlabelled lines, written before those last two rules, they are only warnings.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rag.chunk import split_sentences  # noqa: E402
+from rag.ingest import make_article  # noqa: E402
 
 KINDS = {"factoid", "yesno", "why", "paraphrase"}
 SPLITS = {"train", "test"}
@@ -85,15 +87,19 @@ def in_one_sentence(text: str, span: str) -> bool:
 
 def check_cell(where: str, article: dict, spans: list[str], strict: bool, rep: Report) -> None:
     text = article["content_original"]
+    indexed = make_article(text, {}, article["ID"], where).text  # cleaned as the product ingests it
     complain = rep.errors if strict else rep.warnings
     for span in spans:
         if span not in text:
             rep.errors.append(f"{where}: not verbatim in {article['ID']}: {span!r}")
             continue
+        if span not in indexed:
+            rep.errors.append(f"{where}: not in {article['ID']} as the product indexes it (rag.ingest): {span!r}")
+            continue
         words = len(span.split())
         if not 5 <= words <= 20:
             complain.append(f"{where}: span of {words} words (want 5-20): {span!r}")
-        if not in_one_sentence(text, span):
+        if not in_one_sentence(indexed, span):
             complain.append(f"{where}: span crosses a sentence break in {article['ID']}: {span!r}")
 
 

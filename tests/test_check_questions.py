@@ -19,6 +19,7 @@ TEXTS = {
     ("R1", "right"): "Nobody will miss the senator from Ohio. Voters will pick a successor in May.",
     ("R2", "right"): "An unrelated article about farm subsidies in Iowa this spring.",
     ("HELD", "center"): "A held-out article that no dev set may use at all.",
+    ("L2", "left"): "Smith would not co\u00adoperate with the party leaders any longer.",
 }
 ARTICLES = [{"ID": i, "bias_text": side, "content_original": text} for (i, side), text in TEXTS.items()]
 GOOD = {"q": "Why did Smith resign?", "kind": "why", "story": "smith-resigns", "split": "train",
@@ -78,6 +79,16 @@ def test_each_problem_is_one_line_naming_the_file_and_line(tmp_path, corpus, cap
     lines = [line for line in err.splitlines() if message in line]
     assert code == 1
     assert len(lines) == 1 and lines[0].startswith("error: ") and "questions.jsonl:2: " in lines[0], err
+
+
+def test_a_span_must_survive_the_cleaning_the_product_does(tmp_path, corpus, capsys):
+    """The soft hyphen is in content_original but not in the indexed text (rag.ingest.clean_text)."""
+    item = changed(expect={"L2": "Smith would not co\u00adoperate with the party", "C1": None, "R1": None})
+    code, _, err = run(tmp_path, corpus, [item], capsys)
+    assert code == 1 and "not in L2 as the product indexes it" in err
+    item = changed(expect={"L2": "Smith would not cooperate with the party", "C1": None, "R1": None})
+    code, _, err = run(tmp_path, corpus, [item], capsys)
+    assert code == 1 and "not verbatim in L2" in err
 
 
 def test_a_story_needs_one_article_per_side_in_one_split(tmp_path, corpus, capsys):
