@@ -6,8 +6,13 @@ Each candidate sentence is described by a few features (its similarity to
 the question, its passage's, the question's rare words it and its neighbours
 hold, its position, ...). A logistic regression trained on the SQuAD tune
 split (``bench/train_scorer.py``; weights in ``scorer.json``) turns them
-into the probability that the sentence answers the question. That
-probability is the quote's score, so one threshold (``Settings.min_score``)
+into the probability that the sentence answers the question.
+
+That first scorer only sees question and sentence apart. By default
+(``Settings.scorer == "reranker"``) its best ``Settings.rerank`` candidates per
+side are read again by the cross-encoder (rag/rerank.py), question and sentence
+together, and their calibrated probability replaces the first one. Either way
+the probability is the quote's score, so one threshold (answer.threshold)
 decides whether a side addresses the question.
 """
 from __future__ import annotations
@@ -207,6 +212,8 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
     if not len(found.rows):
         return []
     probability = (scorer or load_scorer()).probability(found.features)
+    if settings.scorer == "reranker":
+        probability = reranked(snap, query, found, probability, max(settings.rerank, k))
     order = np.argsort(-probability, kind="stable")
     quotes: list[Quote] = []
     kept: list[int] = []  # sentence rows behind ``quotes``
@@ -234,6 +241,37 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
             quotes.append(quote)
             kept.append(row)
     return quotes
+
+
+def reranked(snap: Snapshot, query: Query, found: Candidates, first: np.ndarray, n: int) -> np.ndarray:
+    """The first scorer's ``n`` best candidates read again by the cross-encoder: their
+    probabilities become its calibrated ones; the rest get 0 (never quoted)."""
+    from . import rerank  # loads onnxruntime and the model file on the first question only
+
+    top = np.argsort(-first, kind="stable")[:n]
+    probability = np.zeros_like(first)
+    probability[top] = rerank.load().probability(query.text, candidate_texts(snap, found, top), first[top])
+    return probability
+
+
+def candidate_texts(snap: Snapshot, found: Candidates, which: np.ndarray) -> list[str]:
+    """The sentence texts of candidates ``which`` (indexes into ``found``)."""
+    texts = []
+    for i in which.tolist():
+        article_row = int(snap.chunks[found.chunk_rows[i]][0])
+        texts.append(_text(snap, article_row, int(found.rows[i]) - int(snap.sentence_start[article_row])))
+    return texts
+
+
+def threshold(settings: Settings) -> float:
+    """The side threshold in force: the setting, else the active scorer's own."""
+    if settings.min_score is not None:
+        return settings.min_score
+    if settings.scorer == "reranker":
+        from . import rerank
+
+        return rerank.load().calibration.threshold
+    return float(json.loads(SCORER_FILE.read_text(encoding="utf-8"))["threshold"])
 
 
 def _overlaps(quote: Quote, quotes: list[Quote]) -> bool:

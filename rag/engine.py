@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -14,17 +14,28 @@ import numpy as np
 
 from . import build as builder
 from . import index as store
-from .answer import Query, best_quotes, content_terms, follow_up_text, viewpoint_answer
+from .answer import Query, best_quotes, content_terms, follow_up_text, threshold, viewpoint_answer
 from .embed import Embedder, default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
 from .lexical import Lexical, for_snapshot, ready
-from .retrieve import Filters, group_chunks, search_groups
+from .retrieve import Filters, Passage, group_chunks, search_groups
 from .settings import Settings
 from .types import Answer, Article, BuildReport, Coverage
 
 # How much of the earlier question a follow-up's query vector keeps.
 HISTORY_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    """What retrieval hands the answer stage for one question."""
+
+    snap: store.Snapshot
+    query: Query
+    lexical: Lexical
+    sides: dict[str, list[Passage]]  # viewpoint label -> its passages, best viewpoints first
+    more: int  # viewpoints left out beyond ``Settings.max_viewpoints``
 
 
 class Index:
@@ -100,19 +111,28 @@ class Index:
              filters: Filters | None) -> Answer:
         settings = self.settings
         k = k or settings.k
+        found = self.retrieve(question, history, group_by, filters)
+        answers = [viewpoint_answer(label, best_quotes(found.snap, found.query, passages, settings, k,
+                                                       found.lexical), threshold(settings))
+                   for label, passages in found.sides.items()]
+        answers.sort(key=lambda v: (v.abstained, -(v.answers[0].score if v.answers else 0.0)))
+        coverage = Coverage(addressed=tuple(v.viewpoint for v in answers if not v.abstained),
+                            silent=tuple(v.viewpoint for v in answers if v.abstained))
+        return Answer(question=question, viewpoints=tuple(answers),
+                      more_viewpoints=found.more, query=found.query.text, coverage=coverage)
+
+    def retrieve(self, question: str, history: Sequence[str] = (), group_by: str | None = None,
+                 filters: Filters | None = None) -> Retrieved:
+        """The retrieval half of ``ask``: each viewpoint's passages, before any sentence is
+        chosen (the answer stage's input; bench/calibrate_reranker.py reads it too)."""
+        settings = self.settings
         snap = self.snapshot()
         query = self._query(question, history)
         groups = group_chunks(snap, group_by or settings.group_by, filters)
         lexical, bm25 = self._lexical(snap, query.text)
         found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints, bm25)
-        answers = [viewpoint_answer(groups.labels[g], best_quotes(snap, query, passages, settings, k, lexical),
-                                    settings.min_score)
-                   for g, passages in found.items()]
-        answers.sort(key=lambda v: (v.abstained, -(v.answers[0].score if v.answers else 0.0)))
-        coverage = Coverage(addressed=tuple(v.viewpoint for v in answers if not v.abstained),
-                            silent=tuple(v.viewpoint for v in answers if v.abstained))
-        return Answer(question=question, viewpoints=tuple(answers),
-                      more_viewpoints=len(groups.labels) - len(found), query=query.text, coverage=coverage)
+        return Retrieved(snap, query, lexical, {groups.labels[g]: passages for g, passages in found.items()},
+                         len(groups.labels) - len(found))
 
     def _lexical(self, snap: store.Snapshot, text: str) -> tuple[Lexical, np.ndarray | None]:
         """BM25 for ``snap`` and the chunk scores of ``text``. Right after a switch to

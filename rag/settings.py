@@ -17,11 +17,19 @@ class Settings:
     # Passages retrieved per viewpoint before picking answer sentences: 12 puts the answer
     # sentence among the candidates for 97% of SQuAD tune questions (8: 96%), for ~1 ms more.
     passages: int = 12
-    # A quote's score is the probability that it answers the question (answer.py); below
-    # this a viewpoint "does not address" it. The lowest threshold at which the news/opinion
-    # dev set's silent sides abstain >= 80% (bench/news_dev.py); SQuAD CV picks the same
-    # (bench/train_scorer.py). Recorded as "threshold" in rag/scorer.json.
-    min_score: float = 0.2
+    # How answer sentences are scored. "reranker": the first scorer's best candidates are
+    # read again, question and sentence together, by the cross-encoder trained in this repo
+    # (rag/rerank.py); "features": the first scorer alone (rag/scorer.json: similarities and
+    # word overlap), faster but blind to yes/no, why and paraphrased questions.
+    scorer: str = "reranker"
+    # Candidates per viewpoint the reranker reads (the first scorer's best; at least k): each
+    # costs ~3 ms of int8 model time per question on 2 cores.
+    rerank: int = 6
+    # A quote's score is the probability that it answers the question; below this a viewpoint
+    # "does not address" it. None: the active scorer's own threshold, chosen with its
+    # calibration on the news dev set's train split (rag/models/reranker.json; for
+    # "features", rag/scorer.json's 0.2).
+    min_score: float | None = None
     # Metadata field that makes the viewpoints (falls back to source, title, id).
     group_by: str = "viewpoint"
     # Columns listed in full; the rest are counted in ``more_viewpoints``.

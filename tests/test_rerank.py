@@ -1,0 +1,102 @@
+"""The answer reranker (rag/rerank.py): the shipped file, its calibration, lazy
+loading, and what it changes in real answers on real articles."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import rag
+from rag import rerank
+
+ROOT = rerank.MODELS.parents[1]
+
+
+def test_the_shipped_model_is_small_and_its_config_complete():
+    config = json.loads(rerank.CONFIG_FILE.read_text(encoding="utf-8"))
+    assert rerank.MODEL_FILE.stat().st_size < 40 * 2**20  # ships inside the package
+    assert {"a", "b", "c", "threshold"} == set(config["calibration"])
+    assert config["max_length"] >= 64
+    assert config["calibrated_split"] == "train"  # the test split only measures it
+    assert (rerank.MODELS / "reranker.md").exists()  # the model card
+
+
+def test_calibration_is_a_probability_rising_with_either_score():
+    c = rerank.Calibration(a=1.2, b=0.3, c=-1.0, threshold=0.4)
+    logits = np.array([-4.0, 0.0, 4.0])
+    p = c.probability(logits, np.full(3, 0.5))
+    assert ((0 < p) & (p < 1)).all() and (np.diff(p) > 0).all()
+    assert (np.diff(c.probability(np.zeros(3), np.array([0.1, 0.5, 0.9]))) > 0).all()
+    assert c.probability(np.zeros(1), np.zeros(1))[0] > 0  # a first-scorer 0 stays finite
+
+
+def test_the_default_threshold_is_the_rerankers_own():
+    from rag.answer import threshold
+
+    assert threshold(rag.Settings()) == rerank.load().calibration.threshold
+    assert threshold(rag.Settings(scorer="features")) == 0.2  # rag/scorer.json
+    assert threshold(rag.Settings(min_score=0.33)) == 0.33
+
+
+def test_import_rag_loads_no_model_runtime():
+    code = ("import sys, rag; print(sorted(m for m in ('onnxruntime', 'rag.rerank', 'torch') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_reranker_reads_question_and_sentence_together():
+    """The int8 model on its own: the answering sentence outranks ones that share
+    more of the question's words but do not answer it."""
+    model = rerank.load()
+    question = "Was there a prisoner swap?"
+    sentences = ["An exchange of 175 prisoners of war is due to take place tomorrow.",
+                 "There was a swap of views on the war, and prisoners of conscience were mentioned.",
+                 "The weather in Moscow was cold on Tuesday."]
+    logits = model.logits(question, sentences)
+    assert logits.shape == (3,) and logits[0] > logits[2]
+    assert np.allclose(model.logits(question, sentences[:1]), logits[:1], atol=0.3)  # batch-independent enough
+
+
+@pytest.mark.slow
+def test_a_paraphrased_yes_no_question_is_answered_from_the_real_article(seed_index_dir, model):
+    """"Was there a prisoner swap?": both seed articles report the exchange in other words
+    ("An exchange of 175 prisoners of war", "A prisoner exchange"). The first scorer
+    alone scores them low and abstains on at least one side; the reranker answers both."""
+    question = "Was there a prisoner swap?"
+    reranked = rag.open(seed_index_dir, embedder=model).ask(question)
+    first_only = rag.Index(seed_index_dir, rag.Settings(scorer="features"), model).ask(question)
+    cited = {v.viewpoint: v.answers[0].text for v in reranked.viewpoints if not v.abstained}
+    assert set(cited) == {"pro-Russia", "pro-Ukraine"}, reranked
+    assert "exchange" in cited["pro-Ukraine"].lower() and "exchange" in cited["pro-Russia"].lower()
+    assert first_only.coverage.silent, first_only  # what the reranker fixes
+
+
+@pytest.mark.slow
+def test_a_side_that_does_not_address_it_abstains(seed_index_dir, model):
+    """Off-topic for both articles: the reranker's calibrated scores stay under the
+    threshold on every side, with the quotes still listed for display."""
+    answer = rag.open(seed_index_dir, embedder=model).ask("What did the central bank do to interest rates?")
+    assert all(v.abstained for v in answer.viewpoints), answer
+    assert all(v.answers for v in answer.viewpoints)
+
+
+@pytest.mark.slow
+def test_reranked_answers_keep_the_json_contract(seed_index_dir, model):
+    from dataclasses import asdict
+
+    ix = rag.open(seed_index_dir, embedder=model)
+    answer = asdict(ix.ask("Did Russia make big concessions?"))
+    assert {"question", "viewpoints", "more_viewpoints", "query", "coverage"} <= set(answer)
+    for view in answer["viewpoints"]:
+        article = ix.article(view["answers"][0]["doc_id"])
+        for quote in view["answers"]:
+            assert article.text[quote["start"]:quote["end"]] == quote["text"] or \
+                ix.article(quote["doc_id"]).text[quote["start"]:quote["end"]] == quote["text"]
+            assert 0.0 <= quote["score"] <= 1.0
+    features = rag.Index(seed_index_dir, replace(rag.Settings(), scorer="features"), model)
+    assert features.ask("Did Russia make big concessions?").viewpoints  # the fallback still answers
