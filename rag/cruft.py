@@ -2,10 +2,18 @@
 captions with their running times, "Advertisement", share bars, "Read more"
 links, newsletter boxes, photo credits), never worth quoting.
 
-Each pattern was counted on the 12k AllSides articles (``bench/cruft_counts.py``
-reprints the table); the numbers beside them are articles holding a match.
-A pattern goes in only when it is common there and reads as furniture on any
-site, never a phrase that also opens real sentences.
+Each rule was counted on the 12k AllSides articles, held-out ones left out
+(``bench/cruft_counts.py`` reprints the table and random hits to read): a rule
+goes in only when it is common there and reads as furniture on any site, never
+a phrase that also opens real sentences. Of 11,970 articles and 567,227
+sentences, 30,165 sentences (5.3%) are cruft; articles / sentences per rule:
+
+    video caption 555 / 3709     advertisement 1268 / 5185    copyright 976 / 1880
+    media caption 208 / 452      continued below 689 / 691    updated at 124 / 161
+    image caption 967 / 1558     share bar 253 / 258          click here 1050 / 1096
+    slideshow 163 / 163          read more link 806 / 1311    contributed 984 / 986
+    photo credit 541 / 1478      newsletter box 634 / 2075    follow on social 395 / 446
+    photo gallery 181 / 8691                                  newsletter prompt 1652 / 1734
 
 Cruft stays in the text and in the sentence spans (quotes stay verbatim, chunks
 keep their token budgets, old indexes keep their meaning): the answer stage asks
@@ -19,9 +27,9 @@ from .types import Span
 
 # A whole line of furniture: every sentence on it is cruft.
 LINE_PATTERNS = {
-    # "JUST WATCHED … Replay More Videos ... MUST WATCH … 03:42" (CNN, 491); NPR's "Listen · 5:08"
+    # "JUST WATCHED … Replay More Videos ... MUST WATCH … 03:42" (CNN); NPR's "Listen · 5:08"
     "video caption": r"^(JUST WATCHED|MUST WATCH)\b|(^|\s)\d{1,2}:\d{2}$",
-    "media caption": r"^Media playback is unsupported",  # BBC, 214
+    "media caption": r"^Media playback is unsupported",  # BBC
     "image caption": r"^(Image (copyright|caption)|Enlarge this image|toggle caption|Photographer:)\s",  # BBC, NPR
     "slideshow": r"^Slideshow \(\d+ Images?\)$",  # Reuters
     # a caption closed by its credit: "… in Houston. (AP Photo/David J. Phillip)", "(Photo: Pixabay)"

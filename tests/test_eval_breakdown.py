@@ -127,3 +127,27 @@ def test_cli_prints_a_table_and_with_json_the_full_report(tmp_path, index_dir, c
     with pytest.raises(SystemExit):
         main(["eval", "questions", str(path), "--index", str(index_dir), "--split", "dev"])
     assert "invalid choice: 'dev'" in capsys.readouterr().err
+
+
+def test_news_dev_distractors_are_fixed_and_never_held_out_or_named(tmp_path):
+    import gzip
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import news_dev
+
+    source = tmp_path / "articles.jsonl.gz"
+    with gzip.open(source, "wt", encoding="utf-8") as out:
+        out.writelines(json.dumps({"ID": f"a{i:03d}", "content_original": "x"}) + "\n" for i in range(200))
+    heldout, named = {"a000", "a001", "a002"}, {"a010", "a011"}
+    drawn = news_dev.distractor_ids(source, heldout, named, 50)
+    assert len(drawn) == 50 and not drawn & (heldout | named)
+    assert drawn == news_dev.distractor_ids(source, heldout, named, 50)  # same seed, same draw
+    assert drawn != news_dev.distractor_ids(source, heldout, named, 50, seed=1)
+    more_named = named | set(sorted(drawn)[:3])  # a new question file names three of them
+    again = news_dev.distractor_ids(source, heldout, more_named, 50)
+    assert len(drawn - again) == 3 and not again & more_named
+    with pytest.raises(SystemExit, match="only 195 articles"):
+        news_dev.distractor_ids(source, heldout, named, 196)
