@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .cruft import is_cruft
 from .index import Snapshot
 from .lexical import Lexical, tokens
 from .retrieve import Passage
@@ -144,7 +145,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         article_row, _, _, first, last = (int(v) for v in snap.chunks[passage.chunk_row])
         base = int(snap.sentence_start[article_row])
         for row in range(base + first, base + last + 1):
-            if _ASKS.search(_text(snap, article_row, row - base)):
+            if _ASKS.search(_text(snap, article_row, row - base)) or _cruft(snap, article_row, row - base, row):
                 continue
             if row not in found or found[row].score < passage.score:
                 found[row] = passage
@@ -226,7 +227,8 @@ def best_quotes(snap: Snapshot, query: Query, passages: list[Passage], settings:
         # first, on its own merit, and takes this sentence along if it qualifies.
         article_row = int(snap.chunks[chunk_row][0])
         first = int(snap.sentence_start[article_row])
-        beside = [r for r in (row - 1, row + 1) if first <= r < first + int(snap.sentences.counts[article_row])]
+        beside = [r for r in (row - 1, row + 1) if first <= r < first + int(snap.sentences.counts[article_row])
+                  and _joinable(snap, article_row, min(row, r) - first)]
         partner = max(beside, key=lambda r: chance.get(r, 0.0), default=None)  # never another article's
         pair = [partner] if partner is not None and PAIR_RATIO * p <= chance.get(partner, 0.0) <= p else []
         quote = _quote(snap, row, chunk_row, p, pair)
@@ -298,9 +300,10 @@ def _quote(snap: Snapshot, row: int, chunk_row: int, score: float, pair: Sequenc
     index = row - base
     span = spans[index]
     start, end, text = span.start, span.end, article.text[span.start:span.end]
-    if index > 0 and (len(text.split()) < SHORT_WORDS or _ANAPHOR.match(text) or row - 1 in pair):
+    if index > 0 and (len(text.split()) < SHORT_WORDS or _ANAPHOR.match(text) or row - 1 in pair) \
+            and _joinable(snap, article_row, index - 1):
         start = spans[index - 1].start  # "Even ice hockey games." needs its lead
-    if index + 1 < len(spans) and row + 1 in pair:
+    if index + 1 < len(spans) and row + 1 in pair and _joinable(snap, article_row, index):
         end = spans[index + 1].end
     return Quote(text=article.text[start:end], score=round(score, 4), doc_id=article.id,
                  title=article.title, source=article.source, start=start, end=end,
@@ -328,6 +331,23 @@ def _sentence(snap: Snapshot, cache: dict, article_row: int, index: int, row: in
         found = cache[row] = _Sentence(frozenset(sequence), frozenset(zip(sequence, sequence[1:])),
                                        len(text.split()), frozenset(m.lower() for m in _NAME.findall(text)),
                                        bool(_DIGIT.search(text)), bool(_ANAPHOR.match(text)))
+    return found
+
+
+def _joinable(snap: Snapshot, article_row: int, index: int) -> bool:
+    """Whether sentences ``index`` and ``index + 1`` of an article may make one quote:
+    no line break between them (a quote never crosses a paragraph: "MUST WATCH … 03:42"
+    is no lead for the next paragraph's "Those areas…") and neither is cruft."""
+    text = snap.articles[article_row].text
+    first, second = snap.sentences.at(article_row, index), snap.sentences.at(article_row, index + 1)
+    return "\n" not in text[first.end:second.start] and not is_cruft(text, first) and not is_cruft(text, second)
+
+
+def _cruft(snap: Snapshot, article_row: int, index: int, row: int) -> bool:
+    cache = snap.__dict__.setdefault("_cruft", {})  # per loaded version, filled as questions reach it
+    found = cache.get(row)
+    if found is None:
+        found = cache[row] = is_cruft(snap.articles[article_row].text, snap.sentences.at(article_row, index))
     return found
 
 

@@ -60,11 +60,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("eval", "measure answer quality: 'squad FILE.json' (answer-sentence hit@k, MRR, "
-                "latency; builds its own index, kept in --index when given) or 'questions FILE.jsonl'")
+                "latency; builds its own index, kept in --index when given) or 'questions FILE.jsonl...' "
+                "(per side, kind and viewpoint)")
     p.add_argument("kind", choices=("squad", "questions"))
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--limit", type=int, default=0, help="squad: N questions spread evenly over the file")
     p.add_argument("--by", default=None, help="questions: metadata field that makes the viewpoints")
+    p.add_argument("--split", default=None, choices=("train", "test"),
+                   help="questions: only the questions of this split")
+    p.add_argument("--json", action="store_true", help="print the full report (misses included) as JSON")
     p.set_defaults(index=None)
 
     p = command("serve", "start the web app")
@@ -241,12 +245,16 @@ def cmd_eval(args) -> int:
     from . import evaluate
 
     if args.kind == "squad":
-        report = evaluate.eval_squad(args.file, args.index, limit=args.limit)
+        if len(args.files) > 1 or args.split:
+            raise RagError("eval squad: takes one FILE and no --split")
+        report = evaluate.eval_squad(args.files[0], args.index, limit=args.limit)
+        text = "\n".join(f"{key}: {value}" for key, value in report.items())
     else:
         from .engine import Index
 
-        report = evaluate.eval_questions(args.file, Index(args.index or "index"), args.by)
-    print(json.dumps(report, ensure_ascii=False, indent=1))
+        report = evaluate.eval_questions(args.files, Index(args.index or "index"), args.by, args.split)
+        text = evaluate.table(report)
+    print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else text)
     return 0
 
 

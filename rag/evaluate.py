@@ -13,7 +13,10 @@ Two kinds of test set:
 
   A side's cell is right at top 1 when it answers and its first quote contains
   the expected span (or lies inside it); ``null`` means the side is silent and
-  is right when it abstains.
+  is right when it abstains. A line may also carry ``kind`` (one of ``KINDS``),
+  ``story`` (any label) and ``split`` (``train`` or ``test``): the report breaks
+  its cells down by kind and by side (the viewpoint of the expected article),
+  and ``split`` picks the questions of one part.
 """
 from __future__ import annotations
 
@@ -23,12 +26,17 @@ import re
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from .errors import RagError
 
 SQUAD_VIEWPOINT = "squad"
+KINDS = ("factoid", "yesno", "why", "paraphrase")
+SPLITS = ("train", "test")
+UNLABELLED = "unlabelled"  # the kind of a question line without one
 
 
 @dataclass(frozen=True)
@@ -124,8 +132,65 @@ def read_questions(path: str | os.PathLike) -> list[dict]:
             raise RagError(f"{path}:{number}: not a JSON object") from None
         if not isinstance(item, dict) or not isinstance(item.get("q"), str):
             raise RagError(f"{path}:{number}: needs a string 'q'")
+        for key, allowed in (("kind", KINDS), ("split", SPLITS)):
+            if key in item and item[key] not in allowed:
+                raise RagError(f"{path}:{number}: '{key}' is {item[key]!r}, not one of {', '.join(allowed)}")
+        if not isinstance(item.get("story", ""), str):
+            raise RagError(f"{path}:{number}: 'story' must be a string")
         items.append(item)
     return items
+
+
+def questions_of(paths: str | os.PathLike | Sequence[str | os.PathLike], split: str | None = None) -> list[dict]:
+    """The question lines of one or several files, only those of ``split`` when given."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    items = [item for path in paths for item in read_questions(path)]
+    if split is None:
+        return items
+    if split not in SPLITS:
+        raise RagError(f"--split {split}: not one of {', '.join(SPLITS)}")
+    chosen = [item for item in items if item.get("split") == split]
+    if not chosen:
+        raise RagError(f"{', '.join(map(str, paths))}: no question has split {split!r}")
+    return chosen
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One side of one question: answerable (``rank`` of the first right quote,
+    0 for none) or silent (``expected`` None)."""
+
+    kind: str
+    side: str
+    answerable: bool
+    rank: int
+    abstained: bool
+
+
+def cell_metrics(cells: Sequence[Cell]) -> dict:
+    """hit@1, hit@3 and answered (the side did not abstain) over the answerable
+    cells; silent_abstained over the silent ones.
+
+    >>> cell_metrics([Cell("why", "left", True, 1, False), Cell("why", "left", True, 0, True),
+    ...               Cell("why", "left", False, 0, True)])
+    {'answerable_cells': 2, 'hit@1': 0.5, 'hit@3': 0.5, 'answered': 0.5, 'silent_cells': 1, 'silent_abstained': 1.0}
+    """
+    answerable = [c for c in cells if c.answerable]
+    silent = [c for c in cells if not c.answerable]
+    n, m = max(len(answerable), 1), max(len(silent), 1)
+    return {"answerable_cells": len(answerable),
+            "hit@1": round(sum(c.rank == 1 for c in answerable) / n, 4),
+            "hit@3": round(sum(1 <= c.rank <= 3 for c in answerable) / n, 4),
+            "answered": round(sum(not c.abstained for c in answerable) / n, 4),
+            "silent_cells": len(silent),
+            "silent_abstained": round(sum(c.abstained for c in silent) / m, 4)}
+
+
+def _breakdown(cells: Sequence[Cell], key) -> dict:
+    groups: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        groups[key(cell)].append(cell)
+    return {name: cell_metrics(groups[name]) for name in sorted(groups)}
 
 
 def _norm(text: str) -> str:
@@ -139,13 +204,18 @@ def _matches(expected: str | list[str], quote: str) -> bool:
     return any(e and (e in quote or quote in e) for e in spans)
 
 
-def eval_questions(path: str | os.PathLike, ix, group_by: str | None = None) -> dict:
-    """Per-side hit@1/@3, abstention on silent sides, off-topic abstention."""
+def eval_questions(paths: str | os.PathLike | Sequence[str | os.PathLike], ix, group_by: str | None = None,
+                   split: str | None = None) -> dict:
+    """Per-side hit@1/@3, abstention on silent sides, off-topic abstention; the
+    same by question kind (``by_kind``) and by side (``by_side``). ``paths``: one
+    question file or several; ``split``: only the questions of that split."""
+    items = questions_of(paths, split)
     snap = ix.snapshot()
     by = group_by or ix.settings.group_by
-    answerable, silent, off_topic, topical, seconds, misses = [], [], [], [], [], []
+    cells, off_topic, topical, seconds, misses = [], [], [], [], []
+    side_of: dict[str, str] = {}  # expected doc id prefix -> its viewpoint label
     ix.ask("warm up the model")
-    for item in read_questions(path):
+    for item in items:
         started = time.perf_counter()
         answer = ix.ask(item["q"], group_by=group_by)
         seconds.append(time.perf_counter() - started)
@@ -155,19 +225,23 @@ def eval_questions(path: str | os.PathLike, ix, group_by: str | None = None) -> 
             if not off_topic[-1]:
                 misses.append({"q": item["q"], "wrong": "answered an off-topic question"})
         for prefix, expected in (item.get("expect") or {}).items():
-            labels = {a.group(by) for a in snap.articles if a.id.startswith(prefix)}
-            if not labels:
-                raise RagError(f"{path}: no article id starts with {prefix!r}")
-            column = columns.get(next(iter(labels)))
+            if prefix not in side_of:
+                labels = [a.group(by) for a in snap.articles if a.id.startswith(prefix)]
+                if not labels:
+                    raise RagError(f"{', '.join(map(str, _listed(paths)))}: no article id starts with {prefix!r}")
+                side_of[prefix] = labels[0]
+            column = columns.get(side_of[prefix])
+            abstained = bool(column is None or column.abstained)
+            kind = item.get("kind", UNLABELLED)
             if expected is None:
-                silent.append(bool(column is None or column.abstained))
-                if not silent[-1]:
+                cells.append(Cell(kind, side_of[prefix], False, 0, abstained))
+                if not abstained:
                     misses.append({"q": item["q"], "side": prefix, "wrong": "did not abstain",
                                    "quote": column.answers[0].text, "score": column.answers[0].score})
                 continue
-            quotes = [] if column is None or column.abstained else list(column.answers)
+            quotes = [] if abstained else list(column.answers)
             rank = next((n for n, q in enumerate(quotes, 1) if _matches(expected, q.text)), 0)
-            answerable.append(rank)
+            cells.append(Cell(kind, side_of[prefix], True, rank, abstained))
             if rank != 1:
                 misses.append({"q": item["q"], "side": prefix, "wrong": f"rank {rank or 'none'}",
                                "abstained": bool(column and column.abstained),
@@ -177,14 +251,42 @@ def eval_questions(path: str | os.PathLike, ix, group_by: str | None = None) -> 
                 top = column.answers[0] if column.answers and not column.abstained else None
                 topic = ix.article(top.doc_id).meta.get("topic") if top else None
                 topical.append(topic == item["topic"])
-    n = max(len(answerable), 1)
-    report = {"answerable_cells": len(answerable),
-              "hit@1": round(sum(r == 1 for r in answerable) / n, 4),
-              "hit@3": round(sum(1 <= r <= 3 for r in answerable) / n, 4),
-              "silent_cells": len(silent),
-              "silent_abstained": round(sum(silent) / max(len(silent), 1), 4),
+    report = {"questions": len(items), **cell_metrics(cells),
               "off_topic_questions": len(off_topic),
               "off_topic_abstained": round(sum(off_topic) / max(len(off_topic), 1), 4)}
+    if split:
+        report["split"] = split
     if topical:
         report.update(topic_cells=len(topical), on_topic=round(sum(topical) / len(topical), 4))
-    return {**report, **_latency(seconds), "misses": misses}
+    return {**report, **_latency(seconds), "by_kind": _breakdown(cells, lambda c: c.kind),
+            "by_side": _breakdown(cells, lambda c: c.side), "misses": misses}
+
+
+def _listed(paths) -> list:
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
+def table(report: dict) -> str:
+    """The report of ``eval_questions`` as a small text table.
+
+    >>> row = {"answerable_cells": 2, "hit@1": 0.5, "hit@3": 1.0, "answered": 1.0,
+    ...        "silent_cells": 1, "silent_abstained": 0.0}
+    >>> print(table({**row, "off_topic_questions": 0, "by_kind": {}, "by_side": {"left": row}}))
+                     cells  hit@1  hit@3  answered  silent  abstained
+    all                  2   0.50   1.00      1.00       1       0.00
+    side left            2   0.50   1.00      1.00       1       0.00
+    """
+    lines = [f"{'':<16}{'cells':>6}{'hit@1':>7}{'hit@3':>7}{'answered':>10}{'silent':>8}{'abstained':>11}"]
+    rows = [("all", report)] + [(f"kind {k}", v) for k, v in report.get("by_kind", {}).items()] \
+        + [(f"side {k}", v) for k, v in report.get("by_side", {}).items()]
+    for name, r in rows:
+        lines.append(f"{name[:16]:<16}{r['answerable_cells']:>6}{r['hit@1']:>7.2f}{r['hit@3']:>7.2f}"
+                     f"{r['answered']:>10.2f}{r['silent_cells']:>8}{r['silent_abstained']:>11.2f}")
+    if report.get("off_topic_questions"):
+        lines.append(f"off-topic questions: {report['off_topic_questions']}, "
+                     f"all sides abstained on {report['off_topic_abstained']:.2f}")
+    if "latency_ms_median" in report:
+        lines.append(f"ask latency: median {report['latency_ms_median']} ms, p95 {report['latency_ms_p95']} ms")
+    if report.get("misses"):
+        lines.append(f"{len(report['misses'])} misses (--json lists them)")
+    return "\n".join(lines)

@@ -298,7 +298,7 @@ def test_news_dev_questions_answer_and_abstain(tmp_path, model):
 def test_cli_eval_questions_prints_json(seed_index_dir, capsys):
     from rag.cli import main
 
-    assert main(["eval", "questions", str(SEED_QUESTIONS), "--index", str(seed_index_dir)]) == 0
+    assert main(["eval", "questions", str(SEED_QUESTIONS), "--index", str(seed_index_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["off_topic_questions"] >= 5
 
 
