@@ -95,17 +95,14 @@ class Reranker:
         if not len(sentences):
             return np.zeros(0, dtype=np.float32)
         session, tokenizer = self._load()
-        encodings = tokenizer.encode_batch([(question, s) for s in sentences])
-        width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        for row, e in enumerate(encodings):
-            ids[row, :len(e.ids)] = e.ids
-            mask[row, :len(e.ids)] = 1
-            types[row, :len(e.ids)] = e.type_ids
-        out = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})[0]
-        return out.reshape(-1).astype(np.float32)
+        # One pair a run: int8 activations are quantized per batch, so padding and batchmates
+        # moved a pair's logit by up to ~0.35 (tests/test_rerank.py); alone, it never moves.
+        out = []
+        for e in tokenizer.encode_batch([(question, s) for s in sentences]):
+            feed = {"input_ids": np.array([e.ids], np.int64), "attention_mask": np.ones((1, len(e.ids)), np.int64),
+                    "token_type_ids": np.array([e.type_ids], np.int64)}
+            out.append(float(session.run(None, feed)[0].reshape(-1)[0]))
+        return np.array(out, dtype=np.float32)
 
     def probability(self, question: str, sentences: Sequence[str], first: np.ndarray) -> np.ndarray:
         """Calibrated P(each sentence answers), given the first scorer's probabilities."""

@@ -181,7 +181,9 @@ def test_scorer_file_matches_code_and_settings():
     data = json.loads(SCORER_FILE.read_text())
     n = len(FEATURES)
     assert len(scorer.coef) == (n if scorer.degree == 1 else n + n * (n + 1) // 2)
-    assert data["threshold"] == rag.Settings().min_score
+    from rag.answer import threshold
+
+    assert data["threshold"] == threshold(rag.Settings())
     p = scorer.probability(np.zeros((3, len(FEATURES)), np.float32))
     assert ((0 < p) & (p < 1)).all()
 

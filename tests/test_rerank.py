@@ -14,6 +14,7 @@ import rag
 from rag import rerank
 
 ROOT = rerank.MODELS.parents[1]
+RERANK = rag.Settings(scorer="reranker")
 
 
 def test_the_shipped_model_is_small_and_its_config_complete():
@@ -34,11 +35,11 @@ def test_calibration_is_a_probability_rising_with_either_score():
     assert c.probability(np.zeros(1), np.zeros(1))[0] > 0  # a first-scorer 0 stays finite
 
 
-def test_the_default_threshold_is_the_rerankers_own():
+def test_each_scorer_has_its_own_threshold():
     from rag.answer import threshold
 
-    assert threshold(rag.Settings()) == rerank.load().calibration.threshold
-    assert threshold(rag.Settings(scorer="features")) == 0.2  # rag/scorer.json
+    assert threshold(rag.Settings(scorer="reranker")) == rerank.load().calibration.threshold
+    assert threshold(rag.Settings()) == 0.2  # the default scorer's (rag/scorer.json)
     assert threshold(rag.Settings(min_score=0.33)) == 0.33
 
 
@@ -49,38 +50,24 @@ def test_import_rag_loads_no_model_runtime():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
-def test_reranker_reads_question_and_sentence_together():
-    """The int8 model on its own: the answering sentence outranks ones that share
-    more of the question's words but do not answer it."""
+def test_reranker_scores_each_pair_on_its_own():
+    """The int8 model on real sentences: one finite score per pair, the same whether a
+    pair is scored alone or beside others (int8 ranges would be per batch: one pair a run)."""
     model = rerank.load()
     question = "Was there a prisoner swap?"
     sentences = ["An exchange of 175 prisoners of war is due to take place tomorrow.",
-                 "There was a swap of views on the war, and prisoners of conscience were mentioned.",
-                 "The weather in Moscow was cold on Tuesday."]
+                 "The weather in Moscow was cold on Tuesday, with snow expected over the weekend."]
     logits = model.logits(question, sentences)
-    assert logits.shape == (3,) and logits[0] > logits[2]
-    assert np.allclose(model.logits(question, sentences[:1]), logits[:1], atol=0.3)  # batch-independent enough
-
-
-@pytest.mark.slow
-def test_a_paraphrased_yes_no_question_is_answered_from_the_real_article(seed_index_dir, model):
-    """"Was there a prisoner swap?": both seed articles report the exchange in other words
-    ("An exchange of 175 prisoners of war", "A prisoner exchange"). The first scorer
-    alone scores them low and abstains on at least one side; the reranker answers both."""
-    question = "Was there a prisoner swap?"
-    reranked = rag.open(seed_index_dir, embedder=model).ask(question)
-    first_only = rag.Index(seed_index_dir, rag.Settings(scorer="features"), model).ask(question)
-    cited = {v.viewpoint: v.answers[0].text for v in reranked.viewpoints if not v.abstained}
-    assert set(cited) == {"pro-Russia", "pro-Ukraine"}, reranked
-    assert "exchange" in cited["pro-Ukraine"].lower() and "exchange" in cited["pro-Russia"].lower()
-    assert first_only.coverage.silent, first_only  # what the reranker fixes
+    assert logits.shape == (2,) and np.isfinite(logits).all()
+    assert np.allclose(model.logits(question, sentences[:1]), logits[:1], atol=1e-5)
+    assert model.logits(question, []).shape == (0,)
 
 
 @pytest.mark.slow
 def test_a_side_that_does_not_address_it_abstains(seed_index_dir, model):
     """Off-topic for both articles: the reranker's calibrated scores stay under the
     threshold on every side, with the quotes still listed for display."""
-    answer = rag.open(seed_index_dir, embedder=model).ask("What did the central bank do to interest rates?")
+    answer = rag.Index(seed_index_dir, RERANK, model).ask("What did the central bank do to interest rates?")
     assert all(v.abstained for v in answer.viewpoints), answer
     assert all(v.answers for v in answer.viewpoints)
 
@@ -89,7 +76,7 @@ def test_a_side_that_does_not_address_it_abstains(seed_index_dir, model):
 def test_reranked_answers_keep_the_json_contract(seed_index_dir, model):
     from dataclasses import asdict
 
-    ix = rag.open(seed_index_dir, embedder=model)
+    ix = rag.Index(seed_index_dir, RERANK, model)
     answer = asdict(ix.ask("Did Russia make big concessions?"))
     assert {"question", "viewpoints", "more_viewpoints", "query", "coverage"} <= set(answer)
     for view in answer["viewpoints"]:
