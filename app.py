@@ -26,7 +26,7 @@ from typing import Sequence
 import gradio as gr
 
 import rag
-from app_render import CSS, esc, render_answer, render_article, render_report, render_stats
+from app_render import CSS, render_article, render_report, render_stats, render_turn, timeline
 
 ROOT = Path(__file__).resolve().parent
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -128,8 +128,9 @@ class App:
                                  filters=filters)
         except rag.RagError as err:
             raise gr.Error(str(err)) from None
-        chat = list(chat or []) + [{"role": "user", "content": esc(question)},
-                                   {"role": "assistant", "content": render_answer(answer)}]
+        # One message per turn, the question at its head: a separate user bubble scrolled out of
+        # sight (or sat under the chat's label) above a tall answer.
+        chat = list(chat or []) + [{"role": "assistant", "content": render_turn(answer)}]
         return chat, list(questions or []) + [question], ""
 
     def ask_api(self, question: str, history: list[str] | None = None, k: int | None = None,
@@ -159,13 +160,17 @@ class App:
     # the corpus
 
     def corpus(self):
-        """Stats, the remove list, the source filter and grouping choices, fresh from the index."""
+        """Stats, the articles-over-time chart, the remove list, the source filter and grouping
+        choices, fresh from the index."""
         articles = self.ix.snapshot().articles
+        counts, unit, undated = timeline(articles)
+        chart = gr.BarPlot(counts, x_title=unit, caption=f"{undated} of {len(articles)} articles have no "
+                           "readable date" if undated else None)
         listed = sorted(((f"{a.title or a.id} — {a.source or 'no source'} [{a.id}]", a.id) for a in articles),
                         key=lambda c: c[0].lower())
         sources = sorted({a.source for a in articles if a.source})
         fields = sorted({k for a in articles[:2000] for k, v in a.meta.items() if isinstance(v, str)})
-        return (render_stats(self.ix.stats()), gr.Dropdown(choices=listed, value=None),
+        return (render_stats(self.ix.stats()), chart, gr.Dropdown(choices=listed, value=None),
                 gr.Dropdown(choices=sources), gr.Dropdown(choices=["viewpoint", "source", *fields]))
 
     def _allow_change(self, given: str | None) -> None:
@@ -263,6 +268,27 @@ watch('value', () => {
 });
 """
 
+# After an answer: scroll the chat (not the page) so the new question sits at its top,
+# the answer below it (Gradio's own autoscroll goes to the bottom of a tall answer).
+SHOW_LAST_QUESTION = r"""
+() => new Promise((done) => {
+  let tries = 0;
+  const go = () => {
+    const asked = document.querySelectorAll('#chat .asked');
+    const head = asked[asked.length - 1];
+    let box = head && head.parentElement;
+    while (box && !(box.scrollHeight > box.clientHeight + 1 && /auto|scroll/.test(getComputedStyle(box).overflowY)))
+      box = box.parentElement;
+    if (head && box && box !== document.documentElement) {
+      box.scrollTop += head.getBoundingClientRect().top - box.getBoundingClientRect().top - 12;
+      done();
+    } else if (++tries < 40) setTimeout(go, 50);  // the new message may not be drawn yet
+    else done();
+  };
+  go();
+})
+"""
+
 # System fonts: the page loads nothing from other hosts (Gradio's default pulls Google Fonts).
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 
@@ -276,9 +302,10 @@ def build_demo(app: App) -> gr.Blocks:
         with gr.Tab("Ask"):
             with gr.Row():
                 with gr.Column(scale=3, min_width=380):
-                    chat = gr.Chatbot(label="Conversation", elem_id="chat", height=560, layout="panel",
-                                      render_markdown=False, sanitize_html=True, latex_delimiters=[],
-                                      feedback_options=None, group_consecutive_messages=False)
+                    chat = gr.Chatbot(label="Conversation", show_label=False, elem_id="chat", height=560,
+                                      layout="panel", render_markdown=False, sanitize_html=True,
+                                      latex_delimiters=[], feedback_options=None,
+                                      group_consecutive_messages=False, autoscroll=False)
                     questions = gr.State([])
                     with gr.Row():
                         question = gr.Textbox(show_label=False, placeholder="Ask about the articles…",
@@ -311,14 +338,18 @@ def build_demo(app: App) -> gr.Blocks:
                     report = gr.HTML(elem_id="report")
                 with gr.Column():
                     stats = gr.HTML(elem_id="stats")
+                    chart = gr.BarPlot(x="period", y="articles", color="viewpoint", y_aggregate="sum",
+                                       title="Articles per viewpoint over time", y_title="articles",
+                                       color_title="viewpoint", x_label_angle=-45, y_axis_format="d",
+                                       elem_id="timeline", sort="x")
                     doc = gr.Dropdown([], label="Article", elem_id="remove-doc")
                     remove = gr.Button("Remove this article", variant="stop")
         gr.api(app.ask_api, api_name="ask")
 
-        corpus_outputs = [stats, doc, sources, group_by]
+        corpus_outputs = [stats, chart, doc, sources, group_by]
         inputs = [question, chat, questions, group_by, sources, date_from, date_to]
         for trigger in (ask.click, question.submit):
-            trigger(app.ask, inputs, [chat, questions, question], **private)
+            trigger(app.ask, inputs, [chat, questions, question], **private).then(None, js=SHOW_LAST_QUESTION)
         clear.click(lambda: ([], [], VIEWER_EMPTY), None, [chat, questions, viewer], **private)
         viewer.click(app.open_article, None, viewer, **private)
         add.click(app.upload, [files, up_viewpoint, up_source, password], [report, *corpus_outputs], **private) \

@@ -1,5 +1,6 @@
-"""HTML for the app: each viewpoint's quotes side by side, the article with the
-quote marked, upload reports and index stats. Pure functions of ``rag``'s records.
+"""HTML for the app: each question with its coverage above its viewpoints' quotes side
+by side, the article with the quote marked, upload reports, index stats and the corpus's
+articles per viewpoint over time. Pure functions of ``rag``'s records.
 
 Article text, titles, ids and file names are untrusted: every one passes through
 ``esc`` before it becomes HTML, and the HTML only ever becomes a component's value
@@ -7,15 +8,20 @@ Article text, titles, ids and file names are untrusted: every one passes through
 """
 from __future__ import annotations
 
+import datetime
 import html
 import re
-from typing import Sequence
+from collections import Counter
+from typing import Iterable, NamedTuple, Sequence
 from urllib.parse import quote
+
+import pandas as pd
 
 import rag
 
 SHOWN_IDS = 20  # ids listed per line of an upload report
-
+TIMELINE_SERIES = 8  # viewpoints drawn in the corpus chart; the rest are summed as "other"
+MONTHLY_UP_TO = 36  # the chart counts per month when the dates span at most this many months, else per year
 
 
 def esc(value: object) -> str:
@@ -61,6 +67,50 @@ def render_quote(q: rag.Quote) -> str:
             f'{confidence(q.score)} ({q.score:.2f})</span></div></li>')
 
 
+def names(items: Sequence[str]) -> str:
+    """
+    >>> names(["left"]), names(["left", "right"]), names(["a", "b", "c"])
+    ('left', 'left and right', 'a, b and c')
+    """
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def coverage_line(answer: rag.Answer) -> str:
+    """One line: how many of the listed viewpoints address the question, and who is silent.
+
+    >>> from rag.types import Coverage
+    >>> coverage_line(rag.Answer("q", (), coverage=Coverage(("left", "center"), ("right",))))
+    '2 of 3 viewpoints address this; right is silent'
+    >>> coverage_line(rag.Answer("q", (), coverage=Coverage((), ("left", "right"))))
+    'Neither viewpoint addresses this'
+    >>> coverage_line(rag.Answer("q", (), coverage=Coverage(("a", "b", "c"), ())))
+    'All 3 viewpoints address this'
+    """
+    addressed, silent = answer.coverage.addressed, answer.coverage.silent
+    total = len(addressed) + len(silent)
+    if not silent:
+        line = {1: "The one viewpoint addresses this", 2: "Both viewpoints address this"}.get(
+            total, f"All {total} viewpoints address this")
+    elif not addressed:
+        line = {1: "The one viewpoint does not address this", 2: "Neither viewpoint addresses this"}.get(
+            total, f"None of the {total} viewpoints addresses this")
+    else:
+        verb = "addresses" if len(addressed) == 1 else "address"
+        line = (f"{len(addressed)} of {total} viewpoints {verb} this; "
+                f"{names(silent)} {'is' if len(silent) == 1 else 'are'} silent")
+    if answer.more_viewpoints:
+        line += f" ({answer.more_viewpoints} more viewpoints not shown)"
+    return line
+
+
+def render_turn(answer: rag.Answer) -> str:
+    """One chat turn: the question in full and its coverage line, above its columns."""
+    head = f'<h3 class="asked">{esc(answer.question)}</h3>'
+    if answer.viewpoints:
+        head += f'<p class="coverage">{esc(coverage_line(answer))}</p>'
+    return f'<div class="turn">{head}{render_answer(answer)}</div>'
+
+
 def render_answer(answer: rag.Answer) -> str:
     """One column per viewpoint: quotes with citations, or a plain note for a silent side."""
     columns = []
@@ -79,8 +129,6 @@ def render_answer(answer: rag.Answer) -> str:
     notes = []
     if answer.query and answer.query != answer.question:
         notes.append(f"read with the conversation as: “{esc(answer.query)}”")
-    if answer.more_viewpoints:
-        notes.append(f"{answer.more_viewpoints} more viewpoints not shown")
     note = f'<p class="answer-note">{"; ".join(notes)}</p>' if notes else ""
     return f'<div class="vp-grid">{"".join(columns)}</div>{note}'
 
@@ -122,13 +170,83 @@ def render_report(report: rag.BuildReport | None, rejected: Sequence[rag.Rejecte
 
 
 def render_stats(stats: dict) -> str:
-    views = "".join(f"<li>{esc(k)}: {v}</li>" for k, v in list(stats.get("viewpoints", {}).items())[:30])
+    views = " · ".join(f"{esc(k)} {v}" for k, v in list(stats.get("viewpoints", {}).items())[:30])
     return (f'<div class="stats"><p><b>{stats["articles"]}</b> articles, {stats["chunks"]} chunks, '
             f'{stats["sentences"]} sentences · index version {esc(stats["version"])} · '
-            f'{esc(stats["model"])}</p><p>By viewpoint:</p><ul>{views}</ul></div>')
+            f'{esc(stats["model"])}</p><p class="by-viewpoint">By viewpoint: {views}</p></div>')
 
 
+def month_of(date: str) -> tuple[int, int] | None:
+    """(year, month) of an article's date as sources write it, or None when unreadable.
+
+    >>> month_of("2012-05-25"), month_of("2019-03-04T10:00:00Z"), month_of("12/29/17"), month_of("3/4/2009")
+    ((2012, 5), (2019, 3), (2017, 12), (2009, 3))
+    >>> month_of(""), month_of("yesterday"), month_of("13/45/17")
+    (None, None, None)
+    """
+    date = (date or "").strip()
+    for pattern, order in ((r"(\d{4})-(\d{1,2})-(\d{1,2})", "ymd"), (r"(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})", "mdy")):
+        found = re.match(pattern + r"(?!\d)", date)
+        if found:
+            parts = dict(zip(order, map(int, found.groups())))
+            year = parts["y"] + 2000 if parts["y"] < 100 else parts["y"]  # "12/29/17": AllSides' short form
+            try:
+                datetime.date(year, parts["m"], parts["d"])
+            except ValueError:
+                return None
+            return year, parts["m"]
+    return None
+
+
+class Timeline(NamedTuple):
+    counts: pd.DataFrame  # columns period, viewpoint, articles
+    unit: str  # "month" or "year": what a period is
+    undated: int  # articles left out: no readable date
+
+
+def timeline(articles: Iterable[rag.Article], by: str = "viewpoint") -> Timeline:
+    """Articles per viewpoint per month (per year when the dates span more than three
+    years), every period listed so a thin one shows as a gap; and how many are undated.
+
+    >>> arts = [rag.Article(str(i), "t", viewpoint=v, date=d) for i, (v, d) in
+    ...         enumerate([("left", "2019-01-02"), ("right", "3/9/19"), ("left", "")])]
+    >>> frame, unit, undated = timeline(arts)
+    >>> unit, undated, frame.to_dict("records")[:2]
+    ('month', 1, [{'period': '2019-01', 'viewpoint': 'left', 'articles': 1}, {'period': '2019-01', 'viewpoint': 'right', 'articles': 0}])
+    >>> sorted(set(frame["period"])), int(frame["articles"].sum())
+    (['2019-01', '2019-02', '2019-03'], 2)
+    """
+    dated, undated = [], 0
+    for article in articles:
+        month = month_of(article.date)
+        if month is None:
+            undated += 1
+        else:
+            dated.append((month, article.group(by)))
+    if not dated:
+        empty = {"period": pd.Series([], dtype=str), "viewpoint": pd.Series([], dtype=str),
+                 "articles": pd.Series([], dtype=int)}
+        return Timeline(pd.DataFrame(empty), "month", undated)
+    kept = {label for label, _ in Counter(label for _, label in dated).most_common(TIMELINE_SERIES)}
+    first, last = min(m for m, _ in dated), max(m for m, _ in dated)
+    monthly = (last[0] - first[0]) * 12 + last[1] - first[1] < MONTHLY_UP_TO
+    counts = Counter((f"{y}-{m:02d}" if monthly else str(y), label if label in kept else "other")
+                     for (y, m), label in dated)
+    if monthly:
+        periods = [f"{y}-{m:02d}" for y in range(first[0], last[0] + 1) for m in range(1, 13)
+                   if first <= (y, m) <= last]
+    else:
+        periods = [str(y) for y in range(first[0], last[0] + 1)]
+    series = sorted(kept) + (["other"] if any(label == "other" for _, label in counts) else [])
+    rows = [(p, s, counts.get((p, s), 0)) for p in periods for s in series]
+    return Timeline(pd.DataFrame(rows, columns=["period", "viewpoint", "articles"]),
+                    "month" if monthly else "year", undated)
+
+
+# .asked keeps clear of the chat's copy/share/clear buttons, which float over its top right corner
 CSS = """
+.turn .asked { margin: 0 4.5rem .15rem 0; font-size: 1.1em; font-weight: 600; }
+.turn .coverage { margin: 0 0 .6rem; font-size: .95em; }
 .vp-grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: .75rem; }
 .vp { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: .5rem .8rem; }
 .vp h4 { margin: 0 0 .4rem; font-size: 1.05em; }

@@ -12,6 +12,7 @@ import gradio as gr
 import pytest
 
 import app
+import app_render
 import rag
 import rag.index as store
 
@@ -87,14 +88,14 @@ def upload_copy(tmp_path: Path, name: str, data: bytes | str) -> str:
 
 
 def test_esc_leaves_no_markup_or_template_syntax():
-    out = app.esc('<script>x()</script><img src=x onerror="y()"> ${z} `w`')
+    out = app_render.esc('<script>x()</script><img src=x onerror="y()"> ${z} `w`')
     assert not re.search(r"[<>\"`$]", out)
     assert Markup(out).tags == []
 
 
 def test_answer_has_one_column_per_viewpoint_with_verbatim_cited_quotes(seed_index):
     answer = seed_index.ask("What did Putin agree to on the ceasefire?")
-    rendered = app.render_answer(answer)
+    rendered = app_render.render_answer(answer)
     assert_inert(rendered)
     columns = re.findall(r'<section class="vp[^"]*"><h4>(.*?)</h4>', rendered)
     assert columns == [v.viewpoint for v in answer.viewpoints]
@@ -102,21 +103,70 @@ def test_answer_has_one_column_per_viewpoint_with_verbatim_cited_quotes(seed_ind
     cited = citations(rendered)
     assert len(cited) == sum(len(v.answers) for v in answer.viewpoints) > 0
     for doc_id, start, end in cited:
-        assert app.esc(seed_index.article(doc_id).text[start:end]) in rendered
+        assert app_render.esc(seed_index.article(doc_id).text[start:end]) in rendered
+
+
+def test_a_turn_shows_the_question_in_full_and_its_coverage_above_the_columns(seed_index):
+    question = "What did Putin agree to on the ceasefire, <b>and</b> what did he refuse in exchange?"
+    answer = seed_index.ask(question)
+    rendered = app_render.render_turn(answer)
+    assert_inert(rendered)
+    head = re.match(r'<div class="turn"><h3 class="asked">(.*?)</h3><p class="coverage">(.*?)</p>'
+                    r'<div class="vp-grid">', rendered)
+    assert head, rendered[:300]
+    assert head.group(1) == app_render.esc(question)  # in full, as text
+    assert head.group(2) == app_render.coverage_line(answer)
+    addressed, silent = answer.coverage.addressed, answer.coverage.silent
+    assert len(addressed) + len(silent) == len(answer.viewpoints) == 2
+    if silent:
+        assert f"{len(addressed)} of 2" in head.group(2) and silent[0] in head.group(2)
+    else:
+        assert head.group(2) == "Both viewpoints address this"
+    off_topic = app_render.render_turn(seed_index.ask("How do I bake sourdough bread?"))
+    assert '<p class="coverage">Neither viewpoint addresses this</p>' in off_topic
+
+
+def test_coverage_line_names_the_silent_sides():
+    from rag.types import Coverage
+
+    def line(addressed, silent, more=0):
+        return app_render.coverage_line(rag.Answer("q", (), more_viewpoints=more, coverage=Coverage(addressed, silent)))
+
+    assert line(("left", "center"), ("right",)) == "2 of 3 viewpoints address this; right is silent"
+    assert line(("left",), ("center", "right")) == "1 of 3 viewpoints addresses this; center and right are silent"
+    assert line(("a", "b", "c", "d"), ()) == "All 4 viewpoints address this"
+    assert line((), ("a", "b", "c")) == "None of the 3 viewpoints addresses this"
+    assert line(("a",), ("b",), more=4) == "1 of 2 viewpoints addresses this; b is silent (4 more viewpoints not shown)"
+
+
+def test_timeline_counts_articles_per_viewpoint_per_period_with_gaps():
+    arts = [rag.Article(f"a{i}", "text", viewpoint=v, date=d) for i, (v, d) in enumerate(
+        [("left", "2012-05-25"), ("left", "2012-05-28"), ("right", "12/29/17"), ("center", "2015-01-01"),
+         ("right", ""), ("left", "not a date")])]
+    counts, unit, undated = app_render.timeline(arts)
+    assert (unit, undated) == ("year", 2)
+    assert list(dict.fromkeys(counts["period"])) == [str(y) for y in range(2012, 2018)]  # 2013, 2014 ... too
+    table = {(r.period, r.viewpoint): r.articles for r in counts.itertuples()}
+    assert table[("2012", "left")] == 2 and table[("2017", "right")] == 1 and table[("2013", "left")] == 0
+    assert counts["articles"].sum() == 4
+    many = [rag.Article(f"m{i}", "t", viewpoint=f"side{i % 12}", date="2020-02-02") for i in range(24)]
+    counts, unit, _ = app_render.timeline(many)
+    assert unit == "month" and len(set(counts["viewpoint"])) == app_render.TIMELINE_SERIES + 1  # the rest: "other"
+    assert counts.loc[counts["viewpoint"] == "other", "articles"].sum() == 8
 
 
 def test_a_silent_viewpoint_says_so(seed_index):
-    rendered = app.render_answer(seed_index.ask("How do I bake sourdough bread?"))
+    rendered = app_render.render_answer(seed_index.ask("How do I bake sourdough bread?"))
     sections = rendered.split("<section")[1:]
     assert sections and all("Does not address this." in s for s in sections)
 
 
 def test_article_view_marks_the_quoted_span(seed_index):
     quote = seed_index.ask("Is Putin playing for time?").viewpoints[0].answers[0]
-    rendered = app.render_article(seed_index.article(quote.doc_id), quote.start, quote.end)
-    assert f'<mark class="cited">{app.esc(quote.text)}</mark>' in rendered
+    rendered = app_render.render_article(seed_index.article(quote.doc_id), quote.start, quote.end)
+    assert f'<mark class="cited">{app_render.esc(quote.text)}</mark>' in rendered
     assert "".join(Markup(rendered).text).count(quote.text) >= 1
-    no_span = app.render_article(seed_index.article(quote.doc_id), 10, 10**9)  # out of range: no mark
+    no_span = app_render.render_article(seed_index.article(quote.doc_id), 10, 10**9)  # out of range: no mark
     assert "<mark" not in no_span
 
 
@@ -128,11 +178,11 @@ def test_hostile_article_renders_as_text(writable_seed_index, model, make_app, t
     assert_inert(report)
     (doc_id,) = [a.id for a in ix.snapshot().articles if a.viewpoint == "lantern-side"]
     answer = ix.ask("What about the harbour lanterns of Tallinn?")
-    for rendered in (app.render_answer(answer), app.render_article(ix.article(doc_id), 0, 20)):
+    for rendered in (app_render.render_answer(answer), app_render.render_article(ix.article(doc_id), 0, 20)):
         assert_inert(rendered)
         shown = "".join(Markup(rendered).text)
         assert "<script>" in shown or "<img" in shown or "javascript:" in shown  # visible, as text
-    article = app.render_article(ix.article(doc_id))
+    article = app_render.render_article(ix.article(doc_id))
     assert "<script>window.__pwned = 1</script>" in "".join(Markup(article).text)
 
 
@@ -140,7 +190,7 @@ def test_citation_click_opens_the_article_at_the_quote(seed_index, make_app):
     shop = make_app(seed_index)
     quote = seed_index.ask("Did Russia make big concessions?").viewpoints[0].answers[0]
     event = gr.EventData(None, {"doc_id": quote.doc_id, "start": quote.start, "end": quote.end})
-    assert f'<mark class="cited">{app.esc(quote.text)}</mark>' in shop.open_article(event)
+    assert f'<mark class="cited">{app_render.esc(quote.text)}</mark>' in shop.open_article(event)
 
 
 @pytest.mark.parametrize("data", [{"doc_id": "no-such-article", "start": 1, "end": 2},
@@ -160,9 +210,9 @@ def test_follow_up_questions_use_the_conversation(seed_index, make_app):
     chat, questions, box = shop.ask(first, [], [], "viewpoint", [], "", "")
     chat, questions, box = shop.ask(follow, chat, questions, "viewpoint", [], "", "")
     assert box == "" and questions == [first, follow]
-    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant"]
-    assert chat[3]["content"] == app.render_answer(seed_index.ask(follow, history=[first]))
-    assert "read with the conversation" in chat[3]["content"]
+    assert [m["role"] for m in chat] == ["assistant", "assistant"]  # one message per turn, question first
+    assert chat[1]["content"] == app_render.render_turn(seed_index.ask(follow, history=[first]))
+    assert "read with the conversation" in chat[1]["content"]
 
 
 def test_filters_restrict_sources_and_check_dates(seed_index, make_app):
@@ -205,7 +255,7 @@ def test_upload_indexes_checked_files_with_defaults_and_deletes_them(writable_se
     assert "added (1)" in report and "lighthouse-strike" in report
     for name in ("scan.txt", "fake.jsonl.gz", "run.sh"):
         assert f"rejected:</b> {name}:" in report
-    assert "<b>3</b> articles" in stats
+    assert "<b>3</b> articles" in stats and "coastal 1" in stats
     article = ix.article("lighthouse-strike")
     assert (article.viewpoint, article.source, article.title) == ("coastal", "Harbour Times", "Lighthouse keepers strike")
     assert not any(Path(f).exists() for f in files)

@@ -1,5 +1,6 @@
 """The real app in a real browser: `python app.py` in a subprocess (first start,
-so it builds its index from seeds/), driven by Playwright in Debian's Chromium.
+so it builds its index from seeds/; the corpus chart also on a slice of real
+AllSides articles), driven by Playwright in Debian's Chromium.
 A failing step leaves a screenshot in test-output/browser/."""
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
+import app_render
 import rag
+from tests.conftest import require_shared_data
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 OUT = ROOT / "test-output" / "browser"
+ALLSIDES_EVERY = 40  # every 40th article of allsides-12k: ~300 real articles from 2007-2020
 SEED_VIEWPOINTS = sorted({a.viewpoint for a in __import__("rag.ingest").ingest.load([ROOT / "seeds"]).articles})
 HOSTILE = ("Harbour lanterns of Tallinn <script>window.__pwned = 1</script> glow every night.\n"
            "The harbour lanterns <img src=x onerror=\"window.__pwned = 2; alert(2)\"> were repaired in "
@@ -31,8 +35,8 @@ HOSTILE = ("Harbour lanterns of Tallinn <script>window.__pwned = 1</script> glow
 
 
 class Server:
-    def __init__(self, folder: Path):
-        self.index = folder / "index"  # absent: the app must build it from seeds/ first
+    def __init__(self, folder: Path, index: Path | None = None):
+        self.index = index or folder / "index"  # absent: the app must build it from seeds/ first
         self.uploads = folder / "uploads"
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -73,9 +77,35 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def allsides_server(tmp_path_factory):
+    """The app on an index of ~300 real AllSides articles (held-out ids left out)."""
+    import gzip
+    import json
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: `make browser` (or apt-get install chromium) installs it")
+    source = require_shared_data("allsides-12k.jsonl.gz")
+    held = set(require_shared_data("heldout-ids.txt").read_text().split())
+    folder = tmp_path_factory.mktemp("allsides-app")
+    with gzip.open(source, "rt") as lines, open(folder / "slice.jsonl", "w") as out:
+        out.writelines(line for n, line in enumerate(lines)
+                       if n % ALLSIDES_EVERY == 0 and json.loads(line)["ID"] not in held)
+    rag.build([folder / "slice.jsonl"], index=folder / "index", progress=False,
+              fields={"id": "ID", "text": "content_original", "viewpoint": "bias_text"})
+    server = Server(folder, index=folder / "index")
+    try:
+        server.wait_ready(600)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: `make browser` (or apt-get install chromium) installs it")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -83,12 +113,17 @@ def browser(server):
         browser.close()
 
 
-@pytest.fixture()
-def page(browser, server):
+def open_page(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(server.url)
+    page.goto(url)
     page.locator("#question textarea").wait_for()
+    return page
+
+
+@pytest.fixture()
+def page(browser, server):
+    page = open_page(browser, server.url)
     yield page
     page.close()
 
@@ -117,6 +152,21 @@ def ask(page, question: str):
     page.locator("#ask").click()
     page.wait_for_function(f"document.querySelectorAll('#chat .vp-grid').length > {before}")
     return replies.nth(before)
+
+
+def shown_whole(page, locator) -> bool:
+    """True when every line of the element's text is inside the chat's visible area and
+    nothing covers it (the chat's label once sat over the first question)."""
+    return page.evaluate("""(el) => {
+        const chat = document.querySelector('#chat').getBoundingClientRect();
+        const range = document.createRange();
+        range.selectNodeContents(el);
+        const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+        return rects.length > 0 && rects.every((r) => r.top >= chat.top && r.bottom <= chat.bottom &&
+            [[r.left + 1, r.top + r.height / 2], [r.right - 1, r.top + r.height / 2],
+             [r.left + r.width / 2, r.top + 2], [r.left + r.width / 2, r.bottom - 2]]
+                .every(([x, y]) => el.contains(document.elementFromPoint(x, y))));
+    }""", locator.element_handle())
 
 
 def column(reply, viewpoint: str):
@@ -175,6 +225,54 @@ def test_ask_shows_viewpoints_side_by_side_and_a_citation_opens_the_article(page
         page.set_viewport_size({"width": 480, "height": 900})
         a, b = (column(reply, v).bounding_box() for v in SEED_VIEWPOINTS)
         assert abs(a["x"] - b["x"]) < 5 and abs(a["y"] - b["y"]) > 20
+
+
+def test_each_question_shows_in_full_with_its_coverage_line_above_its_answer(page, step, server):
+    ix = rag.Index(server.index)
+    long_question = ("What exactly did Vladimir Putin agree to during the phone call about the ceasefire, "
+                     "and what did he refuse to give Donald Trump in return?")
+    for n, question in enumerate(["What did Putin agree to on the ceasefire?", long_question]):
+        with step(f"ask-{n}"):
+            reply = ask(page, question)
+            turn = page.locator("#chat .turn").nth(n)
+            asked, coverage = turn.locator(".asked"), turn.locator(".coverage")
+            assert asked.inner_text() == question  # in full, not cut
+            expected = app_render.coverage_line(ix.ask(question, history=[] if n == 0 else
+                                                       ["What did Putin agree to on the ceasefire?"]))
+            assert coverage.inner_text() == expected
+            assert re.fullmatch(r"(\d of \d viewpoints? address(es)? this; .+ (is|are) silent|"
+                                r"Both viewpoints address this|Neither viewpoint addresses this)", expected)
+        with step(f"above-{n}"):
+            q, c, grid = (x.bounding_box() for x in (asked, coverage, reply))
+            assert q["y"] + q["height"] <= c["y"] + 1 and c["y"] + c["height"] <= grid["y"] + 1
+            assert shown_whole(page, asked) and shown_whole(page, coverage)  # the new question is in view
+            assert page.locator("#chat").get_by_text("Conversation", exact=True).count() == 0
+
+
+def test_the_corpus_tab_charts_articles_per_viewpoint_over_time(browser, allsides_server):
+    ix = rag.Index(allsides_server.index)
+    counts, unit, undated = app_render.timeline(ix.snapshot().articles)
+    page = open_page(browser, allsides_server.url)
+    try:
+        page.get_by_role("tab", name="Corpus").click()
+        chart = page.locator("#timeline svg")
+        chart.first.wait_for()
+        page.wait_for_function("document.querySelectorAll('#timeline svg .mark-rect path').length > 0")
+        if True:
+            labels = page.evaluate("[...document.querySelectorAll('#timeline svg text')].map(t => t.textContent)")
+            assert {"left", "center", "right"} <= set(labels)  # the legend
+            assert unit == "year" and {"2012", "2016"} <= set(labels)  # the periods on the x axis
+            bars = page.locator("#timeline svg .mark-rect path").count()
+            assert bars == len(counts) == 3 * len(set(counts["period"]))  # one per (year, side), empty ones too
+            assert ix.stats()["articles"] - undated == counts["articles"].sum() > 200
+            assert f"{undated} of {ix.stats()['articles']} articles have no readable date" in \
+                page.locator("#timeline").inner_text()
+    except BaseException:
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUT / "corpus-chart.png"), full_page=True)
+        raise
+    finally:
+        page.close()
 
 
 def test_a_follow_up_uses_the_conversation(page, step):
