@@ -273,7 +273,12 @@ def threshold(settings: Settings) -> float:
         from . import rerank
 
         return rerank.load().calibration.threshold
-    return float(json.loads(SCORER_FILE.read_text(encoding="utf-8"))["threshold"])
+    return _scorer_threshold(SCORER_FILE)
+
+
+@functools.lru_cache(maxsize=4)
+def _scorer_threshold(path: Path) -> float:  # read once, not on every question
+    return float(json.loads(Path(path).read_text(encoding="utf-8"))["threshold"])
 
 
 def _overlaps(quote: Quote, quotes: list[Quote]) -> bool:

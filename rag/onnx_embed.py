@@ -227,7 +227,8 @@ def _export(model_path: str, target: Path) -> None:
                           output_names=["token_vectors"], dynamic_axes=axes, opset_version=OPSET)
 
 
-def _quantize(fp32: Path, target: Path) -> None:
+def _quantize(fp32: Path, target: Path, op_types: tuple[str, ...] = ("MatMul",)) -> None:
+    """int8 weights per output channel for ``op_types``, activations quantized on the fly."""
     import logging
 
     import onnx
@@ -235,7 +236,7 @@ def _quantize(fp32: Path, target: Path) -> None:
 
     logging.disable(logging.WARNING)  # its advice to pre-process applies to static quantization
     try:
-        quantize_dynamic(str(fp32), str(target), per_channel=True, op_types_to_quantize=["MatMul"],
+        quantize_dynamic(str(fp32), str(target), per_channel=True, op_types_to_quantize=list(op_types),
                          weight_type=QuantType.QInt8,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:

@@ -126,7 +126,7 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_FILE) -
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .onnx_embed import INPUTS, OPSET, _atomic
+    from .onnx_embed import INPUTS, OPSET, _atomic, _quantize
 
     class Logits(torch.nn.Module):
         def __init__(self, model):
@@ -148,20 +148,6 @@ def export(trained: str | os.PathLike, target: str | os.PathLike = MODEL_FILE) -
             warnings.simplefilter("ignore")
             torch.onnx.export(Logits(model), example, str(fp32), dynamo=False, input_names=list(INPUTS),
                               output_names=["logits"], dynamic_axes=axes, opset_version=OPSET)
-        _atomic(target, lambda temp: _quantize(fp32, temp))
+        _atomic(target, lambda temp: _quantize(fp32, temp, ("MatMul", "Gather")))
     return target
 
-
-def _quantize(fp32: Path, target: Path) -> None:
-    import logging
-
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.disable(logging.WARNING)
-    try:
-        quantize_dynamic(str(fp32), str(target), per_channel=True, op_types_to_quantize=["MatMul", "Gather"],
-                         weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        logging.disable(logging.NOTSET)
