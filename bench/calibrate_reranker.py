@@ -5,7 +5,7 @@ calibration on the test split.
         --index /tmp/news-dev-index --write
 
 For every question of the split, each viewpoint's candidates are found as
-``rag ask`` finds them, the first scorer's best ``Settings.rerank`` are read by
+``rag ask`` finds them, the first scorer's best ``--rerank`` (default ``Settings.rerank``) are read by
 the reranker, and each is labelled: it answers when it comes from the side's
 expected article and holds an expected span (a side expected to be silent has
 none). A Platt scaling over (reranker logit, first scorer's logit) is fitted on
@@ -108,11 +108,24 @@ def decisions(scored, t: float) -> dict:
     silent = [(c, p, s) for c, p, s in scored if not c.answerable]
     top1 = [bool(len(p) and c.labels[int(np.argmax(p))] == 1 and s >= t) for c, p, s in answer]
     top3 = [bool(len(p) and c.labels[np.argsort(-p)[:3]].max() == 1 and s >= t) for c, p, s in answer]
+    reachable = [bool(len(c.labels) and c.labels.max() == 1) for c, _, _ in answer]
     return {"answer_cells": len(answer), "silent_cells": len(silent),
+            "reachable": round(float(np.mean(reachable)), 3) if reachable else None,
             "hit@1": round(float(np.mean(top1)), 3) if top1 else None,
             "hit@3": round(float(np.mean(top3)), 3) if top3 else None,
             "answered": round(float(np.mean([s >= t for _, _, s in answer])), 3) if answer else None,
             "silent_abstained": round(float(np.mean([s < t for _, _, s in silent])), 3) if silent else None}
+
+
+def ranking(cells: list[Cell], calibration: rerank.Calibration) -> dict:
+    """Which score puts an answering sentence first, threshold aside (answerable cells):
+    the first scorer alone, the reranker alone, and the calibrated blend of both."""
+    cells = [c for c in cells if c.answerable]
+    def at1(score):
+        return round(float(np.mean([bool(len(c.labels)) and c.labels[int(np.argmax(score(c)))] == 1
+                                    for c in cells])), 3) if cells else None
+    return {"first@1": at1(lambda c: c.first), "reranker@1": at1(lambda c: c.logits),
+            "blend@1": at1(lambda c: calibration.probability(c.logits, c.first))}
 
 
 def choose(scored) -> float:
@@ -143,12 +156,14 @@ def main() -> int:
     parser.add_argument("--index", type=Path, default=Path("/tmp/news-dev-index"))
     parser.add_argument("--distractors", type=int, default=news_corpus.DISTRACTORS)
     parser.add_argument("--model", type=Path, default=rerank.MODEL_FILE)
+    parser.add_argument("--rerank", type=int, default=Settings().rerank,
+                        help="candidates per side the reranker reads (default: the setting's)")
     parser.add_argument("--write", action="store_true", help="store the calibration in rag/models/reranker.json")
     args = parser.parse_args()
     items = [item for path in args.questions for item in read_questions(path)]
     ix = news_corpus.open_index(args.data, items, args.index, args.distractors,
                              dataclasses.replace(Settings(), scorer="features", min_score=0.0))
-    n = Settings().rerank
+    n = args.rerank
     config = json.loads(rerank.CONFIG_FILE.read_text(encoding="utf-8"))
     model = rerank.Reranker(args.model, rerank.CONFIG_FILE)
     by_split = {"train": collect(ix, [i for i in items if i.get("split") == "train"
@@ -164,6 +179,7 @@ def main() -> int:
               "test": decisions(side_scores(by_split["test"], calibration), t),
               "test_reliability": reliability(side_scores(by_split["test"], calibration)),
               "train_sweep": {float(x): decisions(train, x) for x in THRESHOLDS[::4]}}
+    report["test_ranking"] = ranking(by_split["test"], calibration)
     kinds = sorted({cell.kind for cell in by_split["test"]})
     report["test_by_kind"] = {k: decisions(side_scores([x for x in by_split["test"] if x.kind == k], calibration), t)
                               for k in kinds}

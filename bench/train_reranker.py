@@ -18,6 +18,7 @@ only: answering runs the exported ONNX file, rag/rerank.py).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -46,7 +47,8 @@ def build_pairs(args, rng: random.Random) -> list[data.Pair]:
     pairs += data.strategyqa(data.QA / "strategyqa" / "train.json", rng)
     if args.news:
         news = data.news([Path(p) for p in args.news], rng)
-        pairs += news * args.news_repeat  # in-domain and few: seen several times
+        # in-domain and few: seen several times (each copy its own group for the listwise loss)
+        pairs += [dataclasses.replace(p, group=f"{p.group}#{r}") for r in range(args.news_repeat) for p in news]
     return pairs
 
 
@@ -63,6 +65,47 @@ def batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random):
         out += [part[k:k + size] for k in range(0, len(part), size)]
     rng.shuffle(out)
     return out
+
+
+def group_batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random):
+    """Batches of whole questions (all of one question's candidates together, so the
+    listwise loss can compare them), questions of similar length together, in random order."""
+    lengths = [len(e) for e in tokenizer([p.question for p in pairs], [p.sentence for p in pairs],
+                                         truncation="only_second", max_length=max_length)["input_ids"]]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(pairs):
+        groups.setdefault((p.source, p.group), []).append(i)
+    order = list(groups.values())
+    rng.shuffle(order)
+    out, window = [], 400
+    for at in range(0, len(order), window):
+        part = sorted(order[at:at + window], key=lambda g: max(lengths[i] for i in g))
+        batch: list[int] = []
+        for g in part:
+            if batch and len(batch) + len(g) > size:
+                out.append(batch)
+                batch = []
+            batch += g
+        if batch:
+            out.append(batch)
+    rng.shuffle(out)
+    return out
+
+
+def listwise_loss(logits, group: list, torch):
+    """Softmax over each question's candidates: -log P(an answering one is picked), for the
+    questions in the batch with both an answering and a non-answering candidate. It trains
+    what the product does with the scores: pick the best sentence of a side."""
+    losses = []
+    keys = [(p.source, p.group) for p in group]
+    for key in dict.fromkeys(keys):
+        idx = [i for i, k in enumerate(keys) if k == key]
+        labels = [group[i].label for i in idx]
+        if 0 < sum(labels) < len(labels):
+            z = logits[idx]
+            pos = torch.tensor([bool(x) for x in labels])
+            losses.append(torch.logsumexp(z, 0) - torch.logsumexp(z[pos], 0))
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
 def load_model(layers: int):
@@ -95,7 +138,8 @@ def train(args) -> Path:
     # The word embeddings stay as bundled: the largest tensor (30522 x 384), the slowest to
     # update, and what the bi-encoder already learnt about words.
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
-    plan = [b for _ in range(args.epochs) for b in batches(pairs, tokenizer, args.batch, args.max_length, rng)]
+    make = group_batches if args.listwise else batches
+    plan = [b for _ in range(args.epochs) for b in make(pairs, tokenizer, args.batch, args.max_length, rng)]
     if args.limit:
         plan = plan[:args.limit]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,7 +167,11 @@ def train(args) -> Path:
             group = [pairs[i] for i in plan[step]]
             inputs = encode(tokenizer, group, args.max_length)
             labels = torch.tensor([float(p.label) for p in group])
-            loss = loss_fn(model(**inputs).logits.squeeze(-1), labels)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(**inputs).logits.squeeze(-1)
+            loss = loss_fn(logits.float(), labels)
+            if args.listwise:
+                loss = loss + args.listwise * listwise_loss(logits.float(), group, torch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -142,7 +190,7 @@ def train(args) -> Path:
     tokenizer.save_pretrained(final)
     info = {"pairs": len(pairs), "counts": data.counts(pairs), "steps": len(plan), "layers": args.layers,
             "max_length": args.max_length, "batch": args.batch, "lr": args.lr, "epochs": args.epochs,
-            "seed": args.seed, "news": args.news, "news_repeat": args.news_repeat,
+            "seed": args.seed, "bf16": args.bf16, "listwise": args.listwise, "news": args.news, "news_repeat": args.news_repeat,
             "train_seconds_this_run": round(seconds)}
     (final / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), flush=True)
@@ -217,6 +265,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--listwise", type=float, default=0.0,
+                        help="weight of a softmax loss over each question's candidates (batches of whole questions)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast (fast only on CPUs with AVX-512 BF16: see lscpu)")
     parser.add_argument("--news", nargs="*", default=[], help="news question files (their train split trains)")
     parser.add_argument("--news-repeat", type=int, default=3)
     parser.add_argument("--checkpoint-every", type=int, default=100)
