@@ -8,7 +8,6 @@ Article text, titles, ids and file names are untrusted: every one passes through
 """
 from __future__ import annotations
 
-import datetime
 import html
 import re
 from collections import Counter
@@ -18,6 +17,7 @@ from urllib.parse import quote
 import pandas as pd
 
 import rag
+from rag.dates import day_of
 
 SHOWN_IDS = 20  # ids listed per line of an upload report
 TIMELINE_SERIES = 8  # viewpoints drawn in the corpus chart; the rest are summed as "other"
@@ -184,18 +184,8 @@ def month_of(date: str) -> tuple[int, int] | None:
     >>> month_of(""), month_of("yesterday"), month_of("13/45/17")
     (None, None, None)
     """
-    date = (date or "").strip()
-    for pattern, order in ((r"(\d{4})-(\d{1,2})-(\d{1,2})", "ymd"), (r"(\d{1,2})/(\d{1,2})/(\d{2}|\d{4})", "mdy")):
-        found = re.match(pattern + r"(?!\d)", date)
-        if found:
-            parts = dict(zip(order, map(int, found.groups())))
-            year = parts["y"] + 2000 if parts["y"] < 100 else parts["y"]  # "12/29/17": AllSides' short form
-            try:
-                datetime.date(year, parts["m"], parts["d"])
-            except ValueError:
-                return None
-            return year, parts["m"]
-    return None
+    day = day_of(date)
+    return (day.year, day.month) if day else None
 
 
 class Timeline(NamedTuple):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import ann
 from .ann import search_params
+from .dates import iso_day
 from .index import Snapshot
 
 
@@ -22,15 +23,18 @@ class Filters:
     """Restrict which articles may answer. Empty means no restriction."""
 
     sources: tuple[str, ...] = ()
-    date_from: str = ""  # ISO dates compare as strings: "2025-03-01"
+    date_from: str = ""  # a day, as sources write them: "2025-03-01", "3/1/25"
     date_to: str = ""
 
     def allows(self, source: str, date: str) -> bool:
         if self.sources and source not in self.sources:
             return False
-        if self.date_from and (not date or date[:10] < self.date_from):
+        if not (self.date_from or self.date_to):
+            return True
+        day = iso_day(date)  # days, not strings: "12/29/17" is after "2017-01-01"
+        if self.date_from and (not day or day < iso_day(self.date_from)):
             return False
-        return not (self.date_to and (not date or date[:10] > self.date_to))
+        return not (self.date_to and (not day or day > iso_day(self.date_to)))
 
 
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the top ranks' weight.

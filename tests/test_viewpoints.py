@@ -43,3 +43,24 @@ def test_grouping_is_reused_per_version_and_redone_for_a_new_one(tmp_path, hash_
     (extra / "late.md").write_text("---\nviewpoint: side-late\n---\nA late piece on gardening.\n", encoding="utf-8")
     ix.add([extra], progress=False)
     assert "side-late" in {v.viewpoint for v in ix.ask("gardening").viewpoints}
+
+
+def test_date_filters_compare_days_as_sources_write_them(tmp_path, hash_embedder):
+    """AllSides writes "12/29/17": as text it sorts before "2017-..." and after "2016-...";
+    as a day it is in December 2017. Undated articles fall outside any date range."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, date in (("short", "12/29/17"), ("iso", "2016-05-01"), ("undated", "")):
+        (corpus / f"{name}.md").write_text(
+            f"---\ntitle: {name}\nviewpoint: side-{name}\ndate: {date}\n---\n"
+            f"The council voted on fishing quotas ({name} report). It said more on quotas.\n", encoding="utf-8")
+    rag.build([corpus], index=tmp_path / "index", embedder=hash_embedder, progress=False)
+    ix = rag.open(tmp_path / "index", embedder=hash_embedder)
+
+    def sides(**dates):
+        return {v.viewpoint for v in ix.ask("fishing quotas", filters=rag.Filters(**dates)).viewpoints}
+
+    assert sides(date_from="2017-01-01") == {"side-short"}
+    assert sides(date_to="2017-01-01") == {"side-iso"}
+    assert sides(date_from="2017-12-29", date_to="12/29/2017") == {"side-short"}
+    assert sides() == {"side-short", "side-iso", "side-undated"}
