@@ -3,7 +3,7 @@
     .venv/bin/python bench/rerank_latency.py --index /tmp/news-dev-index --repeats 5
 
 Each round asks every question once with ``scorer="features"`` (the first scorer
-alone) and once with ``scorer="reranker"`` (the default), alternating which goes
+alone) and once with ``scorer="reranker"``, alternating which goes
 first; prints p50/p95 of each and their ratio.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     modes = {"features": Index(args.index, replace(Settings(), scorer="features")),
-             "reranker": Index(args.index, Settings())}
+             "reranker": Index(args.index, replace(Settings(), scorer="reranker"))}
     modes["reranker"].embedder = modes["features"].embedder  # one model in memory, the same vectors
     for ix in modes.values():
         ix.ask("warm up the model and the reranker")

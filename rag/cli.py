@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=None, help="metadata field that makes the viewpoints "
                    "(default: viewpoint; e.g. source)")
     p.add_argument("--json", action="store_true", help="print JSON (one object a line with '-')")
+    _scorer_option(p)
 
     p = command("show", "print one article with its metadata")
     p.add_argument("doc_id", metavar="DOC_ID")
@@ -69,12 +70,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, choices=("train", "test"),
                    help="questions: only the questions of this split")
     p.add_argument("--json", action="store_true", help="print the full report (misses included) as JSON")
+    _scorer_option(p)
     p.set_defaults(index=None)
 
     p = command("serve", "start the web app")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
     return top
+
+
+def _scorer_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scorer", default=None, choices=("features", "reranker"),
+                   help="how answer sentences are scored (default: features; reranker: the "
+                   "cross-encoder in rag/models, slower)")
 
 
 def _write_options(p: argparse.ArgumentParser) -> None:
@@ -97,10 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _index(args):
+def _index(args, index: str | None = None):
     from .engine import Index
+    from .settings import Settings
 
-    return Index(args.index)
+    scorer = getattr(args, "scorer", None)
+    return Index(index or args.index, Settings(scorer=scorer) if scorer else None)
 
 
 def cmd_build(args) -> int:
@@ -243,16 +253,16 @@ def cmd_serve(args) -> int:
 
 def cmd_eval(args) -> int:
     from . import evaluate
+    from .settings import Settings
 
     if args.kind == "squad":
         if len(args.files) > 1 or args.split:
             raise RagError("eval squad: takes one FILE and no --split")
-        report = evaluate.eval_squad(args.files[0], args.index, limit=args.limit)
+        scorer = {"scorer": args.scorer} if args.scorer else {}
+        report = evaluate.eval_squad(args.files[0], args.index, limit=args.limit, settings=Settings(**scorer))
         text = "\n".join(f"{key}: {value}" for key, value in report.items())
     else:
-        from .engine import Index
-
-        report = evaluate.eval_questions(args.files, Index(args.index or "index"), args.by, args.split)
+        report = evaluate.eval_questions(args.files, _index(args, args.index or "index"), args.by, args.split)
         text = evaluate.table(report)
     print(json.dumps(report, ensure_ascii=False, indent=1) if args.json else text)
     return 0

@@ -20,11 +20,13 @@ class Settings:
     # How answer sentences are scored. "features": the first scorer (rag/scorer.json:
     # similarities and word overlap). "reranker": its best candidates are read again,
     # question and sentence together, by the cross-encoder trained in this repo
-    # (rag/rerank.py). Not the default: on the news dev test split the shipped reranker
-    # (trained on public data only) scores hit@1 0.296 against 0.319 (BENCHMARKS.md).
+    # (rag/rerank.py). Not the default: on the news dev test split it ranks no better at
+    # the top (hit@1 0.326 vs 0.319) while abstaining far more (silent sides 0.83 vs 0.45,
+    # answering sides 0.64 vs 0.85), and on the seed questions it is worse (hit@1 0.57 vs
+    # 0.66), at ~6x the latency (BENCHMARKS.md, "Answer reranker").
     scorer: str = "features"
     # Candidates per viewpoint the reranker reads (the first scorer's best; at least k): each
-    # costs ~3 ms of int8 model time per question on 2 cores.
+    # costs ~2-5 ms of int8 model time per question on 2 cores (one pair a run, two at once).
     rerank: int = 6
     # A quote's score is the probability that it answers the question; below this a viewpoint
     # "does not address" it. None: the active scorer's own threshold, chosen with its

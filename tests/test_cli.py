@@ -36,6 +36,21 @@ def test_ask_json_is_the_contract_and_quotes_match_show(seed_index_dir):
             assert texts[quote["doc_id"]][quote["start"]:quote["end"]] == quote["text"]
 
 
+def test_ask_scorer_option_scores_with_the_reranker(seed_index_dir):
+    """--scorer reranker: the same quotes are candidates, scored by the cross-encoder's
+    calibrated probability instead of the first scorer's (so the scores differ)."""
+    def scores(*extra):
+        result = rag_cli("ask", "Was there a prisoner swap?", "--index", seed_index_dir, "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        return {(v["viewpoint"], q["start"]): q["score"] for v in json.loads(result.stdout)["viewpoints"]
+                for q in v["answers"]}
+
+    features, reranked = scores(), scores("--scorer", "reranker")
+    shared = set(features) & set(reranked)
+    assert shared and any(abs(features[key] - reranked[key]) > 1e-3 for key in shared)
+    assert rag_cli("ask", "x", "--index", seed_index_dir, "--scorer", "bogus").returncode == 2
+
+
 def test_ask_stdin_answers_one_json_line_per_question(seed_index_dir):
     questions = "Did Russia make big concessions?\n\nHow do I bake sourdough bread?\n"
     result = rag_cli("ask", "-", "--index", seed_index_dir, "--json", stdin=questions)
