@@ -67,7 +67,7 @@ print(json.dumps({"seconds": seconds, "viewpoints": sorted(v.viewpoint for v in 
 """
 
 
-def run(cmd: list[str], env: dict | None = None) -> dict:
+def run(cmd: list[str], env: dict | None = None, verbose: bool = True) -> dict:
     """Run ``cmd`` to exit: wall seconds, its own CPU seconds and peak RSS (wait4), stdout."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -75,12 +75,17 @@ def run(cmd: list[str], env: dict | None = None) -> dict:
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
+        out.seek(0)
+        err.seek(0)
         stdout, stderr = out.read(), err.read()
     if child.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed ({child.returncode}):\n{stderr[-3000:]}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+    done = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
             "stdout": stdout}
+    if verbose:
+        print(f"{Path(cmd[0]).parent.parent.name} {' '.join(map(str, cmd[1:4]))[:60]}: {wall:.1f} s, "
+              f"CPU {done['cpu']:.1f} s, peak RSS {done['rss_mb']:.0f} MB", file=sys.stderr)
+    return done
 
 
 def last_json(stdout: str) -> dict:
@@ -181,7 +186,8 @@ def main() -> None:
             r["ours"]["add"].append(run([py, "-m", "rag", "add", str(article), "--index", str(ours_dir), "--quiet"],
                                         ours_env)["wall"])
             r["theirs"]["add"].append(run([peer, str(WORKER), "add", str(theirs_dir), str(one)], theirs_env)["wall"])
-            shutil.rmtree(ours_dir), shutil.rmtree(theirs_dir)
+            shutil.rmtree(ours_dir)
+            shutil.rmtree(theirs_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     body = report(args, r, counts, len(records), chunk_s)
