@@ -83,7 +83,8 @@ def run(cmd: list[str], env: dict | None = None, verbose: bool = True) -> dict:
     done = {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
             "stdout": stdout}
     if verbose:
-        print(f"{Path(cmd[0]).parent.parent.name} {' '.join(map(str, cmd[1:4]))[:60]}: {wall:.1f} s, "
+        shown = ["(ask loop)" if c == OURS_ASK else Path(c).name if "/" in str(c) else c for c in map(str, cmd[1:4])]
+        print(f"{Path(cmd[0]).parent.parent.name} {' '.join(shown)[:60]}: {wall:.1f} s, "
               f"CPU {done['cpu']:.1f} s, peak RSS {done['rss_mb']:.0f} MB", file=sys.stderr)
     return done
 
