@@ -78,23 +78,24 @@ def command() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
 
 
-def write_result(name: str, body: str) -> None:
-    """Replace (or add) ``### name`` under the issue-7 section of BENCHMARKS.md."""
+def write_result(name: str, body: str, section: str = SECTION) -> None:
+    """Replace (or add) ``### name`` under ``section`` of BENCHMARKS.md (the issue-7
+    section unless told; a section not there yet is added at the end)."""
     text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
     block = f"### {name}\n\n`{command()}`\n\nMachine: {machine()}.\n\n{body.strip()}\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n"
-    start = text.index(SECTION) + len(SECTION)
+    if section not in text:
+        text = text.rstrip("\n") + f"\n\n{section}\n\n"
+    start = text.index(section) + len(section)
     nxt = re.search(r"^## ", text[start:], flags=re.M)
     end = start + nxt.start() if nxt else len(text)
-    section = text[start:end]
+    part = text[start:end]
     pattern = re.compile(rf"^### {re.escape(name)}\n.*?(?=^### |\Z)", flags=re.M | re.S)
-    if pattern.search(section):
-        section = pattern.sub(lambda _: block + "\n", section)
+    if pattern.search(part):
+        part = pattern.sub(lambda _: block + "\n", part)
     else:
-        section = section.rstrip("\n") + "\n\n" + block + "\n"
-    text = text[:start] + section + text[end:].lstrip("\n") if not nxt else \
-        text[:start] + section + text[end:]
+        part = part.rstrip("\n") + "\n\n" + block + "\n"
+    text = text[:start] + part + text[end:].lstrip("\n") if not nxt else \
+        text[:start] + part + text[end:]
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, BENCHMARKS)
