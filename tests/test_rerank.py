@@ -87,3 +87,17 @@ def test_reranked_answers_keep_the_json_contract(seed_index_dir, model):
             assert 0.0 <= quote["score"] <= 1.0
     features = rag.Index(seed_index_dir, replace(rag.Settings(), scorer="features"), model)
     assert features.ask("Did Russia make big concessions?").viewpoints  # the fallback still answers
+
+
+@pytest.mark.slow
+def test_a_side_on_the_topic_that_does_not_answer_now_abstains(seed_index_dir, model):
+    """Only the pro-Russia piece speaks of Odessa ("Odessa hasn't been ceded to Russia"). The
+    first scorer answers from the pro-Ukraine piece too, with a sentence about Ukraine's
+    land; the reranker, reading question and sentence together, keeps the pro-Russia answer
+    and says the pro-Ukraine side does not address it."""
+    question = "Has Odessa been handed over to Russia?"
+    reranked = {v.viewpoint: v for v in rag.Index(seed_index_dir, RERANK, model).ask(question).viewpoints}
+    assert reranked["pro-Ukraine"].abstained, reranked["pro-Ukraine"]
+    assert not reranked["pro-Russia"].abstained and "Odessa" in reranked["pro-Russia"].answers[0].text
+    first = {v.viewpoint: v for v in rag.Index(seed_index_dir, rag.Settings(), model).ask(question).viewpoints}
+    assert not first["pro-Ukraine"].abstained  # what the reranker fixes: the fallback answers here
