@@ -78,12 +78,23 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def allsides_server(tmp_path_factory):
-    """The app on an index of ~300 real AllSides articles (held-out ids left out)."""
+    """The app on an index of ~300 real AllSides articles (held-out ids left out), or on
+    the index RAG_BROWSER_ALLSIDES_INDEX names (e.g. all of allsides-12k, built beforehand:
+    BENCHMARKS.md's build command), read-only."""
     import gzip
     import json
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not found: `make browser` (or apt-get install chromium) installs it")
+    given = os.environ.get("RAG_BROWSER_ALLSIDES_INDEX")
+    if given:
+        server = Server(tmp_path_factory.mktemp("allsides-app"), index=Path(given))
+        try:
+            server.wait_ready(600)
+            yield server
+        finally:
+            server.stop()
+        return
     source = require_shared_data("allsides-12k.jsonl.gz")
     held = set(require_shared_data("heldout-ids.txt").read_text().split())
     folder = tmp_path_factory.mktemp("allsides-app")
@@ -258,15 +269,14 @@ def test_the_corpus_tab_charts_articles_per_viewpoint_over_time(browser, allside
         chart = page.locator("#timeline svg")
         chart.first.wait_for()
         page.wait_for_function("document.querySelectorAll('#timeline svg .mark-rect path').length > 0")
-        if True:
-            labels = page.evaluate("[...document.querySelectorAll('#timeline svg text')].map(t => t.textContent)")
-            assert {"left", "center", "right"} <= set(labels)  # the legend
-            assert unit == "year" and {"2012", "2016"} <= set(labels)  # the periods on the x axis
-            bars = page.locator("#timeline svg .mark-rect path").count()
-            assert bars == len(counts) == 3 * len(set(counts["period"]))  # one per (year, side), empty ones too
-            assert ix.stats()["articles"] - undated == counts["articles"].sum() > 200
-            assert f"{undated} of {ix.stats()['articles']} articles have no readable date" in \
-                page.locator("#timeline").inner_text()
+        labels = page.evaluate("[...document.querySelectorAll('#timeline svg text')].map(t => t.textContent)")
+        assert {"left", "center", "right"} <= set(labels)  # the legend
+        assert unit == "year" and {"2012", "2016"} <= set(labels)  # the periods on the x axis
+        bars = page.locator("#timeline svg .mark-rect path").count()
+        assert bars == len(counts) == 3 * len(set(counts["period"]))  # one per (year, side), empty ones too
+        assert ix.stats()["articles"] - undated == counts["articles"].sum() > 200
+        assert f"{undated} of {ix.stats()['articles']} articles have no readable date" in \
+            page.locator("#timeline").inner_text()
     except BaseException:
         OUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(OUT / "corpus-chart.png"), full_page=True)
