@@ -13,9 +13,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from . import build as builder
-from . import index as store
+from .store import index as store
 from .answer import Query, best_quotes, content_terms, follow_up_text, threshold, viewpoint_answer
-from .embed import Embedder, default_embedder
+from .embed import Embedder
+from .embedders import default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
 from .lexical import Lexical, for_snapshot, ready
@@ -49,7 +50,7 @@ class Index:
                  embedder: Embedder | None = None):
         self.root = Path(root)
         self.settings = settings or Settings()
-        self.embedder = embedder or default_embedder(self.settings, self.root)
+        self.embedder = embedder or default_embedder(self.settings, store.built_with(self.root))
         self._snap: store.Snapshot | None = None
         self._stamp: tuple = ()
         self._stale_lexical: Lexical | None = None  # the previous version's BM25, see ``_lexical``

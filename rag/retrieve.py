@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from . import ann
-from .ann import search_params
-from .index import Snapshot
+from .store import ann
+from .store.ann import search_params
+from .store.index import Snapshot
 
 
 @dataclass(frozen=True)
