@@ -2,7 +2,6 @@
 one from files. The CLI and the app call these and nothing deeper."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -216,11 +215,19 @@ class Index:
         return builder.run(self.root, loaded, self.embedder, self.settings, mode, current=self._snap, **options)
 
 
-@functools.lru_cache(maxsize=1)
-def _blas():
-    from threadpoolctl import ThreadpoolController  # made at the first question: FAISS's BLAS is loaded by then
+_controller: list = [None, -1]  # the threadpoolctl controller, and len(sys.modules) when it was made
 
-    return ThreadpoolController()
+
+def _blas():
+    """A controller that knows every BLAS loaded so far. Made again when modules were
+    imported since the last one: a BLAS is loaded only by importing an extension
+    module (pymilvus's dependencies load a second OpenBLAS after the first question),
+    and a controller made before it would leave that one unlimited."""
+    from threadpoolctl import ThreadpoolController
+
+    if _controller[1] != len(sys.modules):
+        _controller[:] = [ThreadpoolController(), len(sys.modules)]
+    return _controller[0]
 
 
 def _one_blas_thread():
