@@ -69,7 +69,7 @@ def main() -> None:
 
     import faiss
 
-    from rag.ann import build_index, describe, search_params
+    from rag.store.ann import build_index, describe, search_params
 
     ix, base, base_groups, labels, n_chunks = real_vectors(args.index)
     vectors, groups = grow(base, base_groups, args.total, args.noise)

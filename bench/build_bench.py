@@ -40,7 +40,7 @@ def folder_mb(folder: Path) -> float:
 
 def version_mb(snap) -> float:
     """Size of the segment files a loaded version uses (shared segments counted once)."""
-    from rag.index import size_of
+    from rag.store.index import size_of
 
     return size_of(snap.manifest) / 2 ** 20
 
@@ -100,7 +100,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rag
-    from rag.embed import make_embedder
+    from rag.embedders import make_embedder
 
     if args.index:
         return existing(args)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from common import ROOT, spread, write_result
 
 # The same CLI with the catalog path switched off: the writer loads the whole version.
-WHOLE = ("import sys; import rag.catalog as c; c.load = lambda root: None; "
+WHOLE = ("import sys; import rag.store.catalog as c; c.load = lambda root: None; "
          "from rag.cli import main; sys.exit(main(sys.argv[1:]))")
 ARTICLE = """---
 title: Budget talks, day {n}

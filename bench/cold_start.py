@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rag
-    from rag.embed import make_embedder
+    from rag.embedders import make_embedder
 
     rows = ["| index built with | `rag ask` answered by | seconds to the printed answer, median (min–max) "
             "| torch imported |", "|---|---|---|---|"]

@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from rag.embed import MiniLM, make_embedder
+    from rag.embed import MiniLM
+    from rag.embedders import make_embedder
 
     with tempfile.TemporaryDirectory() as tmp:
         chunks, _ = chunk_texts(args.articles, MiniLM().token_spans, Path(tmp))

@@ -30,7 +30,7 @@ def main() -> None:
 
     import faiss
 
-    from rag import ann
+    from rag.store import ann
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.vectors, args.dim)).astype(np.float32)

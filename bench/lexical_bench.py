@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from rag import index as store
+    from rag.store import index as store
     from rag import lexical
 
     started = time.perf_counter()

@@ -53,8 +53,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import rag
-    from rag import index as store
-    from rag.embed import make_embedder
+    from rag.store import index as store
+    from rag.embedders import make_embedder
 
     tmp = Path(tempfile.mkdtemp(prefix="rag-scale-"))
     corpus = corpus_slice(args.articles, tmp)

@@ -27,7 +27,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from .cruft import is_cruft
-from .index import Snapshot
+from .store.index import Snapshot
 from .lexical import Lexical, tokens
 from .retrieve import Passage
 from .settings import Settings

@@ -11,14 +11,14 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import assemble, catalog
-from . import index as store
-from .catalog import Catalog
+from .store import assemble, catalog, commit
+from .store import index as store
+from .store.catalog import Catalog
 from .chunk import chunk_article
 from .embed import Embedder
 from .errors import EmptyCorpus, IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .ingest import Loaded
-from .segment import meta_digest
+from .store.segment import meta_digest
 from .settings import Settings
 from .types import Article, BuildReport, Embedded, Rejected, Span
 
@@ -262,7 +262,7 @@ def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode
     if mode not in ("remove", "upgrade") and not loaded.articles:
         reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
         raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
-    with store.writer_lock(root, wait=wait):
+    with commit.writer_lock(root, wait=wait):
         # A version in memory, or else the catalogs alone, when they will do; if the
         # catalog's check finds damage, the careful way loads the last good version.
         if current is None and mode != "upgrade" and not full:
@@ -311,7 +311,7 @@ def _previous(root: Path, embedder: Embedder, settings: Settings, full: bool, mo
             raise
         return empty
     except IndexOutdated:  # written by an older rag: keep its articles, embed them again
-        from .upgrade import outdated_snapshot
+        from .store.upgrade import outdated_snapshot
 
         try:
             old = outdated_snapshot(root, embedder.dim, embedder.name)

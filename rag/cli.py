@@ -230,7 +230,7 @@ def cmd_stats(args) -> int:
 def cmd_check(args) -> int:
     from pathlib import Path
 
-    from . import index as store
+    from .store import index as store
 
     root = Path(args.index)
     version = store.current_version(root)

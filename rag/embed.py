@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import threading
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -176,55 +175,3 @@ class HashEmbedder:
                 out[row, bucket % self.dim] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1, norms)
-
-
-BACKENDS = ("onnx-int8", "onnx-fp32", "torch")
-DEFAULT_BACKEND = "onnx-int8"  # ~2x torch at the same answer quality (BENCHMARKS.md, issue 7)
-
-
-def make_embedder(backend: str, batch_size: int = 32) -> Embedder:
-    """The bundled MiniLM on one backend: ``onnx-int8``, ``onnx-fp32`` or ``torch``.
-
-    >>> make_embedder("onnx-fp32").name == make_embedder("torch").name  # the same vectors
-    True
-    """
-    if backend == "torch":
-        return MiniLM(batch_size=batch_size)
-    if backend in ("onnx-int8", "onnx-fp32"):
-        from .onnx_embed import OnnxMiniLM
-
-        return OnnxMiniLM(quantized=backend == "onnx-int8", batch_size=batch_size)
-    from .errors import RagError
-
-    raise RagError(f"unknown embedder {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
-
-
-def default_embedder(settings=None, index: str | os.PathLike | None = None) -> Embedder:
-    """The embedder ``settings.embedder`` names. ``auto`` picks one whose vectors
-    match the index at ``index`` (int8 for an int8 index; fp32 ONNX, which equals
-    torch, for a torch or fp32 index, so questions never need torch), else the default.
-
-    >>> default_embedder().backend
-    'onnx-int8'
-    """
-    backend = getattr(settings, "embedder", "auto")
-    batch_size = getattr(settings, "batch_size", 32)
-    if backend == "auto":
-        model = _index_model(index) if index is not None else None
-        backend = {MiniLM.name: "onnx-fp32", MiniLM.name + "+int8": "onnx-int8"}.get(model, DEFAULT_BACKEND)
-    return make_embedder(backend, batch_size)
-
-
-def _index_model(index: str | os.PathLike) -> str | None:
-    """The model name in the live manifest of an index folder, or None (no index yet)."""
-    import json
-
-    from .errors import RagError
-    from .index import current_version
-
-    try:
-        live = current_version(Path(index))
-        with open(Path(index) / live / "manifest.json", encoding="utf-8") as stream:
-            return json.load(stream).get("model")
-    except (OSError, ValueError, AttributeError, RagError):
-        return None

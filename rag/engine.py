@@ -2,7 +2,6 @@
 one from files. The CLI and the app call these and nothing deeper."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -13,9 +12,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from . import build as builder
-from . import index as store
+from .store import index as store
 from .answer import Query, best_quotes, content_terms, follow_up_text, threshold, viewpoint_answer
-from .embed import Embedder, default_embedder
+from .embed import Embedder
+from .embedders import default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
 from .lexical import Lexical, for_snapshot, ready
@@ -49,7 +49,7 @@ class Index:
                  embedder: Embedder | None = None):
         self.root = Path(root)
         self.settings = settings or Settings()
-        self.embedder = embedder or default_embedder(self.settings, self.root)
+        self.embedder = embedder or default_embedder(self.settings, store.built_with(self.root))
         self._snap: store.Snapshot | None = None
         self._stamp: tuple = ()
         self._stale_lexical: Lexical | None = None  # the previous version's BM25, see ``_lexical``
@@ -215,11 +215,19 @@ class Index:
         return builder.run(self.root, loaded, self.embedder, self.settings, mode, current=self._snap, **options)
 
 
-@functools.lru_cache(maxsize=1)
-def _blas():
-    from threadpoolctl import ThreadpoolController  # made at the first question: FAISS's BLAS is loaded by then
+_controller: list = [None, -1]  # the threadpoolctl controller, and len(sys.modules) when it was made
 
-    return ThreadpoolController()
+
+def _blas():
+    """A controller that knows every BLAS loaded so far. Made again when modules were
+    imported since the last one: a BLAS is loaded only by importing an extension
+    module (pymilvus's dependencies load a second OpenBLAS after the first question),
+    and a controller made before it would leave that one unlimited."""
+    from threadpoolctl import ThreadpoolController
+
+    if _controller[1] != len(sys.modules):
+        _controller[:] = [ThreadpoolController(), len(sys.modules)]
+    return _controller[0]
 
 
 def _one_blas_thread():

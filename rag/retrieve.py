@@ -12,10 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from . import ann
-from .ann import search_params
 from .dates import iso_day
-from .index import Snapshot
+from .store import ann
+from .store.ann import search_params
+from .store.index import Snapshot
 
 
 @dataclass(frozen=True)

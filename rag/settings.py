@@ -44,7 +44,7 @@ class Settings:
     # Articles embedded per model call batch.
     batch_size: int = 32
     # Embedding backend: onnx-int8 (fastest, default for new indexes), onnx-fp32 (= torch's
-    # vectors), torch; "auto" uses the one matching the index's vectors (see embed.default_embedder).
+    # vectors), torch; "auto" uses the one matching the index's vectors (see embedders.default_embedder).
     embedder: str = "auto"
     # Chunk vectors above which the index is IVF (approximate) instead of flat (exact): exact
     # search costs ~0.06 ms per 1k vectors per viewpoint on 2 cores, ~12 ms at this size.

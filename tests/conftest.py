@@ -62,3 +62,52 @@ def require_shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not found: this test needs ../shared/data (see its README)")
     return path
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real milvus-lite 3.2 gRPC server (Milvus's protocol) on a free local port,
+    for the Milvus backend (issue 14). Yields its ``milvus://127.0.0.1:PORT`` address;
+    stopped by its pid at the end of the session."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("milvus-lite", path=os.path.dirname(sys.executable)) or shutil.which("milvus-lite")
+    if exe is None:
+        pytest.fail("milvus-lite is not installed: pip install -e '.[test]'")
+    with socket.socket() as probe:  # a free port: bind to 0, read it back, release it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path_factory.mktemp("milvus")
+    log = open(data / "server.log", "wb")
+    server = subprocess.Popen([exe, "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, server, deadline=time.monotonic() + 60)
+        yield f"milvus://127.0.0.1:{port}"
+    finally:
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def _wait_for_port(port: int, server, deadline: float) -> None:
+    import socket
+    import time
+
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"milvus-lite server exited with {server.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"milvus-lite server not listening on port {port} after 60 s")

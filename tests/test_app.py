@@ -14,7 +14,8 @@ import pytest
 import app
 import app_render
 import rag
-import rag.index as store
+import rag.store.commit as commit
+import rag.store.index as store
 
 pytestmark = pytest.mark.slow  # real model and index
 
@@ -297,14 +298,14 @@ def test_questions_are_answered_while_an_upload_is_indexing(writable_seed_index,
     ix = rag.open(writable_seed_index, embedder=model)
     shop = make_app(ix)
     writing, release = threading.Event(), threading.Event()
-    real_write = store.write
+    real_write = commit.write
 
     def slow_write(*args, **kwargs):
         writing.set()
         assert release.wait(60)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(store, "write", slow_write)
+    monkeypatch.setattr(commit, "write", slow_write)
     upload = threading.Thread(target=shop.upload, args=(
         [upload_copy(tmp_path, "ferry.md", "Ferry strike\n\nThe Baltic ferry crews went on strike.")],
         "maritime", "", ""))

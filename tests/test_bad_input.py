@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import rag
-from rag import index as store
+from rag.store import index as store
 from rag import ingest
 from rag.errors import EmptyCorpus
 from tests.conftest import ROOT, SEEDS

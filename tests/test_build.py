@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 import rag
-from rag import commit
-from rag import index as store
+from rag.store import commit
+from rag.store import index as store
 from rag.errors import EmptyCorpus, RagError
 from tests.conftest import SEEDS
 

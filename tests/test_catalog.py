@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import rag
-from rag import catalog
-from rag import manifest as manifest_module
-from rag import index as store
+from rag.store import catalog
+from rag.store import manifest as manifest_module
+from rag.store import index as store
 from rag.ingest import load
-from rag.segment import CATALOG_FILE, FILES, TERM_FILES, meta_digest
+from rag.store.segment import CATALOG_FILE, FILES, TERM_FILES, meta_digest
 from tests.test_segments import answers, body, corpus, ix, manifest, write_article  # noqa: F401 (fixtures)
 
 build_module = importlib.import_module("rag.build")  # ``rag.build`` the name is the function
@@ -130,7 +130,7 @@ def test_segments_without_a_catalog_take_adds_and_upgrade_writes_one(ix, tmp_pat
 
 def test_a_catalog_that_disagrees_with_its_rows_is_refused(ix):
     """Readers check the catalog against the rows they read, so a writer never plans from one that lies."""
-    from rag.segment import catalog_problem, read_catalog
+    from rag.store.segment import catalog_problem, read_catalog
 
     snap = ix.snapshot()
     part = snap.part(snap.segments[0])
@@ -172,7 +172,7 @@ def test_updates_from_the_catalogs_write_the_same_bytes_as_updates_from_memory(t
 
 
 def test_a_catalog_of_the_wrong_shape_is_unreadable():
-    from rag.segment import read_catalog
+    from rag.store.segment import read_catalog
 
     good = {"catalog": 1, "ids": ["a"], "content_hashes": ["h"], "paths": ["p"], "meta_digests": ["d"],
             "chunks": [1], "sentences": [2]}

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rag import index as store
+from rag.store import index as store
 from tests.conftest import ROOT, SEEDS
 
 pytestmark = pytest.mark.slow

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import rag
-from rag import index as store
+from rag.store import commit
+from rag.store import index as store
 from rag.embed import HashEmbedder
 from rag.errors import IndexCorrupt, RagError
-from rag.segment import CATALOG_FILE, TERM_FILES
+from rag.store.segment import CATALOG_FILE, TERM_FILES
 from rag.settings import Settings
 from rag.types import Span
 from tests.conftest import ROOT, SEEDS
@@ -219,8 +220,8 @@ def test_records_that_point_outside_their_article_are_refused(tmp_path, hash_emb
     part = snap.part(snap.segments[0])
     bad = part.chunks.copy()
     bad[0, 2] = len(part.articles[bad[0, 0]].text) + 5
-    with rag.index.writer_lock(index):
-        store.write(index, dict(snap.manifest, previous="v000001"), [replace(part, chunks=bad)])
+    with commit.writer_lock(index):
+        commit.write(index, dict(snap.manifest, previous="v000001"), [replace(part, chunks=bad)])
     loaded = store.load(index)
     assert loaded.version == "v000001" and "a chunk's span or sentences lie outside its article" in loaded.warning
     assert "segments/s000002: " in loaded.warning
@@ -235,8 +236,8 @@ def test_sentence_spans_outside_their_article_are_refused(tmp_path, hash_embedde
     part = snap.part(snap.segments[0])
     spans = [list(s) for s in part.sentences]
     spans[1][2] = Span(*span)  # the second article's third sentence
-    with rag.index.writer_lock(index):
-        store.write(index, dict(snap.manifest, previous="v000001"), [replace(part, sentences=spans)])
+    with commit.writer_lock(index):
+        commit.write(index, dict(snap.manifest, previous="v000001"), [replace(part, sentences=spans)])
     loaded = store.load(index)
     assert loaded.version == "v000001" and "a sentence span lies outside its text" in loaded.warning
     assert f"article {part.articles[1].id!r}" in loaded.warning
@@ -293,7 +294,7 @@ def test_faiss_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedde
 def test_ivf_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder, monkeypatch):
     import faiss
 
-    pytest.importorskip("rag.ann", reason="IVF chunk indexes arrive with rag/ann.py")
+    pytest.importorskip("rag.store.ann", reason="IVF chunk indexes arrive with rag/ann.py")
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     ix = rag.open(index, embedder=hash_embedder, settings=Settings(passages=500, k=50))

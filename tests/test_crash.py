@@ -25,7 +25,7 @@ import time
 import pytest
 
 import rag
-from rag import index as store
+from rag.store import index as store
 from rag.cli import main as rag_main
 from rag.embed import HashEmbedder
 from rag.ingest import load

@@ -13,8 +13,8 @@ import time
 import pytest
 
 import rag
-from rag import commit
-from rag import index as store
+from rag.store import commit
+from rag.store import index as store
 from rag.errors import IndexBusy
 from tests.conftest import ROOT, SEEDS
 

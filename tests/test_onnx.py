@@ -102,17 +102,19 @@ def _write_manifest(root: Path, model: str) -> None:
                                              ("sentence-transformers/all-MiniLM-L6-v2+int8", "onnx-int8"),
                                              (None, "onnx-int8")])
 def test_auto_embedder_matches_the_index(tmp_path, model, expected):
-    from rag.embed import default_embedder
+    from rag.embedders import default_embedder
     from rag.settings import Settings
+    from rag.store.index import built_with
 
     if model:
         _write_manifest(tmp_path, model)
-    assert default_embedder(Settings(), tmp_path).backend == expected
-    assert default_embedder(Settings(embedder="torch"), tmp_path).backend == "torch"
+    assert built_with(tmp_path) == model
+    assert default_embedder(Settings(), built_with(tmp_path)).backend == expected
+    assert default_embedder(Settings(embedder="torch"), built_with(tmp_path)).backend == "torch"
 
 
 def test_unknown_embedder_is_one_clear_error():
-    from rag.embed import make_embedder
+    from rag.embedders import make_embedder
     from rag.errors import RagError
 
     with pytest.raises(RagError, match="unknown embedder 'gpu'.*onnx-int8"):

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import rag
-from rag import commit
-from rag import index as store
-from rag.assemble import MAX_SEGMENTS, merge_runs
+from rag.store import commit
+from rag.store import index as store
+from rag.store.assemble import MAX_SEGMENTS, merge_runs
 from rag.lexical import for_snapshot
 from rag.lexical import tokens
-from rag.segment import CATALOG_FILE, FILES, IVF_FILES, TERM_FILES, Part, decode, encode, writers
+from rag.store.segment import CATALOG_FILE, FILES, IVF_FILES, TERM_FILES, Part, decode, encode, writers
 from rag.types import Article, Span
 
 QUESTIONS = ["tax budget inflation", "troops ukraine russia", "school police court", "grain exports ports"]
@@ -303,7 +303,7 @@ def test_streamed_segment_files_are_the_bytes_encode_makes():
 def test_word_counts_from_another_tokenizer_version_are_counted_again():
     """A segment whose counts were made by other tokenizer rules is read as having none
     (BM25 then counts its text), never mixed with this version's words."""
-    from rag import segment
+    from rag.store import segment
 
     articles = [Article(id="a", text="Salmon quotas were halved.")]
     part = Part(articles, [(Span(0, 26),)], np.array([[0, 0, 26, 0, 0]], np.int64),

@@ -28,7 +28,7 @@ def _corpus(folder: Path) -> Path:
 
 
 def _manifest(index: Path) -> dict:
-    from rag.index import current_version
+    from rag.store.index import current_version
 
     return json.loads((index / current_version(index) / "manifest.json").read_text())
 
@@ -69,7 +69,7 @@ def test_ivf_answers_match_flat_and_stay_in_their_viewpoint(flat_and_ivf, questi
 def test_small_viewpoint_probes_more_lists():
     import faiss
 
-    from rag.ann import build_index, search_params
+    from rag.store.ann import build_index, search_params
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((4000, 16)).astype(np.float32)

@@ -39,10 +39,10 @@ import numpy as np
 
 from . import ann
 from . import segment as seg
-from .errors import IndexCorrupt, IndexMissing, IndexOutdated
+from ..errors import IndexCorrupt, IndexMissing, IndexOutdated, RagError
 from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_manifest  # noqa: F401
 from .segment import FILES, Part, Segment  # noqa: F401  (FILES: the files of a segment)
-from .types import Article, Spans
+from ..types import Article, Spans
 
 _VERSION = re.compile(r"v[0-9]{6,}\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -344,5 +344,14 @@ def check_version(root: Path, version: str) -> list[str]:
     return problems
 
 
-# Writing (commit, lock, cleanup) lives in commit.py; re-exported for callers of index.write.
-from .commit import write, writer_lock  # noqa: E402,F401
+def built_with(root: str | os.PathLike) -> str | None:
+    """The model name in the live manifest of an index folder, or None (no index
+    yet, or one too damaged to say): the engine picks its embedder from it."""
+    import json
+
+    try:
+        live = current_version(Path(root))
+        with open(Path(root) / live / "manifest.json", encoding="utf-8") as stream:
+            return json.load(stream).get("model")
+    except (OSError, ValueError, AttributeError, RagError):
+        return None

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexCorrupt
+from ..errors import IndexCorrupt
 from .index import Snapshot, read_pointer
 from .manifest import file_problem, read_file, read_json
-from .types import Article
+from ..types import Article
 
 OLD_FORMAT = 1
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, Sequence
 
 from . import segment as seg
-from .errors import IndexBusy, IndexCorrupt, IndexMissing, RagError
+from ..errors import IndexBusy, IndexCorrupt, IndexMissing, RagError
 from .index import list_versions, read_pointer
 from .manifest import FORMAT, SEGMENT_NAME
 from .segment import Part

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import IndexCorrupt, IndexOutdated
+from ..errors import IndexCorrupt, IndexOutdated
 from .segment import CATALOG_FILE, FILES, IVF_FILES, TERM_FILES
 
 FORMAT = 2  # 1: one complete folder per version (before segments)

@@ -15,11 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
-from . import ann, segment
+from . import ann, commit, segment
 from . import index as store
 from .catalog import Catalog
-from .settings import Settings
-from .types import Article, Embedded
+from ..settings import Settings
+from ..types import Article, Embedded
 
 # When segments are merged (see ``merge_runs``): an update writes one small segment,
 # and these keep the count and the dead weight of segments bounded.
@@ -69,7 +69,7 @@ def write_version(root: Path, old: Catalog, the_plan, fresh: dict, vectors: Embe
         items.append(part)
     manifest = dict(manifest, chunk_index=ann.kind(centroids if ivf else None, settings.ann_nprobe),
                     counts=dict(live, vectors=live["chunks"], sentence_vectors=live["sentences"]))
-    return store.write(root, manifest, items), live["chunks"]  # commit.write
+    return commit.write(root, manifest, items), live["chunks"]
 
 
 class _Kept:

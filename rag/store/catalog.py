@@ -28,11 +28,11 @@ import numpy as np
 
 from . import ann
 from . import segment as seg
-from .errors import IndexCorrupt, IndexMissing, IndexOutdated
+from ..errors import IndexCorrupt, IndexMissing, IndexOutdated
 from .index import Snapshot, read_pointer, read_segment
 from .manifest import file_problem, read_checked, read_manifest
 from .segment import Part, Segment
-from .types import Article, Span
+from ..types import Article, Span
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,8 +35,8 @@ from typing import BinaryIO, Callable, Collection, Sequence
 
 import numpy as np
 
-from .lexical import TERMS_VERSION, Terms, chunk_texts
-from .types import Article, Spans
+from ..lexical import TERMS_VERSION, Terms, chunk_texts
+from ..types import Article, Spans
 
 FILES = ("articles.jsonl", "chunks.npy", "vectors.npy", "sentences.npy")
 IVF_FILES = ("lists.npy", "centroids.npy")
