@@ -99,7 +99,7 @@ def chunk_records(paths: list[Path], fields: dict | None = None, embedder=None) 
     each: the text txtai is handed, with its article id and viewpoint."""
     import rag
     from rag.build import _chunk_all
-    from rag.embed import make_embedder
+    from rag.embedders import make_embedder
     from rag.ingest import load
 
     settings = rag.Settings()
