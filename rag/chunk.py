@@ -16,7 +16,7 @@ from .types import Article, Chunk, Span
 
 # Words that end in a period without ending a sentence.
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st jr sr gen sen rep gov lt col capt sgt maj adm cmdr rev hon pres "
+    "mr mrs ms dr prof st jr sr gen sen sens rep reps gov govs lt col capt sgt maj adm cmdr rev hon pres "
     "vs etc e.g i.e al approx dept est fig inc ltd co corp vol jan feb mar apr jun jul "
     "aug sep sept oct nov dec u.s u.k u.n a.m p.m mt ft".split())
 _BOUNDARY = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|\n")

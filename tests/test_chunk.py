@@ -18,6 +18,9 @@ def test_sentences_respect_abbreviations_quotes_and_lines():
     got = [text[s.start:s.end] for s in split_sentences(text)]
     assert got == ["Mr. Trump spoke to Vladimir Putin.", "He said “very well.”", "Then:",
                    "A new line starts here"]
+    text = "Sens. Lindsey Graham and Chuck Schumer met Reps. Jim Jordan and Maxine Waters. They talked."
+    assert [text[s.start:s.end] for s in split_sentences(text)] == [
+        "Sens. Lindsey Graham and Chuck Schumer met Reps. Jim Jordan and Maxine Waters.", "They talked."]
 
 
 def test_seed_chunks_are_verbatim_whole_sentences_within_budgets(tokenizer_spans):
