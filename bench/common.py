@@ -79,8 +79,8 @@ def command() -> str:
 
 
 def write_result(name: str, body: str, section: str = SECTION) -> None:
-    """Replace (or add) ``### name`` under ``section`` of BENCHMARKS.md (the issue-7
-    section unless told; a section not there yet is added at the end)."""
+    """Replace (or add) ``### name`` under ``section`` of BENCHMARKS.md ("Latest bench
+    runs" unless told; a section not there yet is added at the end)."""
     text = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
     block = f"### {name}\n\n`{command()}`\n\nMachine: {machine()}.\n\n{body.strip()}\n"
     if section not in text:

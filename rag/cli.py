@@ -105,12 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _index(args, index: str | None = None):
-    from .engine import Index
+def _settings(args):
+    """Settings from the flags that set them (``--scorer``); None: the defaults."""
     from .settings import Settings
 
     scorer = getattr(args, "scorer", None)
-    return Index(index or args.index, Settings(scorer=scorer) if scorer else None)
+    return Settings(scorer=scorer) if scorer else None
+
+
+def _index(args, index: str | None = None):
+    from .engine import Index
+
+    return Index(index or args.index, _settings(args))
 
 
 def cmd_build(args) -> int:
@@ -253,13 +259,11 @@ def cmd_serve(args) -> int:
 
 def cmd_eval(args) -> int:
     from . import evaluate
-    from .settings import Settings
 
     if args.kind == "squad":
         if len(args.files) > 1 or args.split:
             raise RagError("eval squad: takes one FILE and no --split")
-        scorer = {"scorer": args.scorer} if args.scorer else {}
-        report = evaluate.eval_squad(args.files[0], args.index, limit=args.limit, settings=Settings(**scorer))
+        report = evaluate.eval_squad(args.files[0], args.index, limit=args.limit, settings=_settings(args))
         text = "\n".join(f"{key}: {value}" for key, value in report.items())
     else:
         report = evaluate.eval_questions(args.files, _index(args, args.index or "index"), args.by, args.split)

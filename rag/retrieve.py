@@ -7,6 +7,8 @@ are fused by reciprocal rank, so a passage that shares the question's rare
 words (names, numbers) is found even when its vector is not the closest."""
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,15 +28,20 @@ class Filters:
     date_from: str = ""  # a day, as sources write them: "2025-03-01", "3/1/25"
     date_to: str = ""
 
+    @functools.cached_property
+    def _days(self) -> tuple[str, str]:  # the bounds read once, not once per article
+        return iso_day(self.date_from), iso_day(self.date_to)
+
     def allows(self, source: str, date: str) -> bool:
         if self.sources and source not in self.sources:
             return False
         if not (self.date_from or self.date_to):
             return True
+        first, last = self._days
         day = iso_day(date)  # days, not strings: "12/29/17" is after "2017-01-01"
-        if self.date_from and (not day or day < iso_day(self.date_from)):
+        if self.date_from and (not day or day < first):
             return False
-        return not (self.date_to and (not day or day > iso_day(self.date_to)))
+        return not (self.date_to and (not day or day > last))
 
 
 # Reciprocal rank fusion constant (Cormack et al. 2009): damps the top ranks' weight.

@@ -294,7 +294,7 @@ def test_faiss_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedde
 def test_ivf_minus_one_padding_never_becomes_a_citation(tmp_path, hash_embedder, monkeypatch):
     import faiss
 
-    pytest.importorskip("rag.store.ann", reason="IVF chunk indexes arrive with rag/ann.py")
+    pytest.importorskip("rag.store.ann", reason="IVF chunk indexes arrive with rag/store/ann.py")
     index = tmp_path / "index"
     rag.build([SEEDS], index=index, embedder=hash_embedder, progress=False)
     ix = rag.open(index, embedder=hash_embedder, settings=Settings(passages=500, k=50))

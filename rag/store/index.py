@@ -40,7 +40,7 @@ import numpy as np
 from . import ann
 from . import segment as seg
 from ..errors import IndexCorrupt, IndexMissing, IndexOutdated, RagError
-from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_manifest  # noqa: F401
+from .manifest import FORMAT, file_problem, manifest_sha, read_file, read_json, read_manifest  # noqa: F401
 from .segment import FILES, Part, Segment  # noqa: F401  (FILES: the files of a segment)
 from ..types import Article, Spans
 
@@ -345,13 +345,10 @@ def check_version(root: Path, version: str) -> list[str]:
 
 
 def built_with(root: str | os.PathLike) -> str | None:
-    """The model name in the live manifest of an index folder, or None (no index
-    yet, or one too damaged to say): the engine picks its embedder from it."""
-    import json
-
+    """The model name in the live manifest of an index folder, whatever its format, or
+    None (no index yet, or one too damaged to say): the engine picks its embedder from it."""
     try:
-        live = current_version(Path(root))
-        with open(Path(root) / live / "manifest.json", encoding="utf-8") as stream:
-            return json.load(stream).get("model")
-    except (OSError, ValueError, AttributeError, RagError):
+        manifest = read_json(Path(root) / current_version(Path(root)))
+    except (OSError, RagError):
         return None
+    return manifest.get("model") if isinstance(manifest, dict) else None
