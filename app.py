@@ -162,7 +162,7 @@ class App:
     def corpus(self):
         """Stats, the articles-over-time chart, the remove list, the source filter and grouping
         choices, fresh from the index."""
-        articles = self.ix.snapshot().articles
+        articles = self.ix.articles()
         counts, unit, undated = timeline(articles)
         chart = gr.BarPlot(counts, x_title=unit, caption=f"{undated} of {len(articles)} articles have no "
                            "readable date" if undated else None)

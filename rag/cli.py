@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from dataclasses import asdict
@@ -22,7 +23,9 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--index", default="index", help="index folder (default: index)")
+        p.add_argument("--index", "--store", dest="index", default=os.environ.get("RAG_STORE") or "index",
+                       help="index folder, or a Milvus server: milvus://HOST:PORT[/PREFIX] "
+                       "(default: $RAG_STORE, else index)")
         return p
 
     p = command("build", "index the articles under PATHS (default: seeds/); only new or changed "
@@ -234,18 +237,15 @@ def cmd_stats(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from pathlib import Path
+    from .engine import open_store
 
-    from .store import index as store
-
-    root = Path(args.index)
-    version = store.current_version(root)
-    problems = store.check_version(root, version)
+    store = open_store(args.index)
+    checked, problems = store.check()
     if problems:
         for problem in problems:
             print(f"rag: check: {problem}", file=sys.stderr)  # each problem names its file
         return EXIT_ERROR
-    print(f"{root}: version {version} ok")
+    print(f"{store}: {checked} ok")
     return 0
 
 

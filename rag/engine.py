@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import build as builder
 from .store import index as store
+from .store.local import LocalStore
 from .answer import Query, best_quotes, content_terms, follow_up_text, threshold, viewpoint_answer
 from .embed import Embedder
 from .embedders import default_embedder
 from .errors import RagError
 from .ingest import Loaded, load
-from .lexical import Lexical, for_snapshot, ready
-from .retrieve import Filters, Passage, group_chunks, search_groups
+from .lexical import Lexical
+from .retrieve import Filters, Passage
 from .settings import Settings
 from .types import Answer, Article, BuildReport, Coverage
 
@@ -39,7 +37,8 @@ class Retrieved:
 
 
 class Index:
-    """An index folder, opened for questions and updates.
+    """An index, opened for questions and updates: a folder here (the default) or a
+    Milvus server, ``milvus://HOST:PORT[/PREFIX]`` (rag/store/milvus.py).
 
     >>> ix = rag.open("index")                     # doctest: +SKIP
     >>> ix.ask("Did Russia make big concessions?").viewpoints[0].answers[0].text  # doctest: +SKIP
@@ -47,46 +46,20 @@ class Index:
 
     def __init__(self, root: str | os.PathLike = "index", settings: Settings | None = None,
                  embedder: Embedder | None = None):
-        self.root = Path(root)
+        self.store = open_store(root)
+        self.root = getattr(self.store, "root", str(self.store))  # the folder, or the milvus:// address
         self.settings = settings or Settings()
-        self.embedder = embedder or default_embedder(self.settings, store.built_with(self.root))
-        self._snap: store.Snapshot | None = None
-        self._stamp: tuple = ()
-        self._stale_lexical: Lexical | None = None  # the previous version's BM25, see ``_lexical``
-        self._lock = threading.Lock()
+        self.embedder = embedder or default_embedder(self.settings, self.store.built_with())
+        self.store.model = (self.embedder.name, self.embedder.dim)
 
     # ---- reading -----------------------------------------------------------
 
     def snapshot(self) -> store.Snapshot:
-        """The live version, reloaded when a writer has switched CURRENT since."""
-        stamp = self._current_stamp()
-        with self._lock:
-            if self._snap is None or stamp != self._stamp:
-                snap = store.load(self.root, reuse=self._snap)  # reads only segments it lacks
-                if snap.warning:
-                    print(f"rag: warning: {snap.warning}", file=sys.stderr)
-                self._check_model(snap)
-                if self._snap is not None:
-                    stale = ready(self._snap)  # its term weights serve; its rows are the old version's
-                    self._stale_lexical = replace(stale, terms=None) if stale else self._stale_lexical
-                self._snap, self._stamp = snap, stamp
-                # BM25 is built from the text in memory (about 1 s per 5,000 chunks):
-                # start it now, so the first question seldom waits for it.
-                threading.Thread(target=for_snapshot, args=(snap,), daemon=True).start()
-            return self._snap
-
-    def _current_stamp(self) -> tuple:
-        try:
-            st = os.stat(self.root / "CURRENT")
-        except FileNotFoundError:  # store.load says there is no index, or falls back to a version
-            return ()
-        return (st.st_mtime_ns, st.st_ino, st.st_size)
-
-    def _check_model(self, snap: store.Snapshot) -> None:
-        model, dim = snap.manifest.get("model"), snap.manifest.get("dim")
-        if (model, dim) != (self.embedder.name, self.embedder.dim):
-            raise RagError(f"{self.root}: built with {model} ({dim}-d) but asked with "
-                           f"{self.embedder.name} ({self.embedder.dim}-d); rebuild with rag build --full")
+        """The live version of a local index, in memory (tools and tests read its rows)."""
+        if not hasattr(self.store, "snapshot"):
+            raise RagError(f"{self.store}: a Milvus store is searched on the server; it has no "
+                           "snapshot in memory")
+        return self.store.snapshot()
 
     def ask(self, question: str, history: Sequence[str] = (), k: int | None = None,
             group_by: str | None = None, filters: Filters | None = None) -> Answer:
@@ -125,26 +98,10 @@ class Index:
                  filters: Filters | None = None) -> Retrieved:
         """The retrieval half of ``ask``: each viewpoint's passages, before any sentence is
         chosen (the answer stage's input; bench/calibrate_reranker.py reads it too)."""
-        settings = self.settings
-        snap = self.snapshot()
         query = self._query(question, history)
-        groups = group_chunks(snap, group_by or settings.group_by, filters)
-        lexical, bm25 = self._lexical(snap, query.text)
-        found = search_groups(snap, query.vector, groups, settings.passages, settings.max_viewpoints, bm25)
-        return Retrieved(snap, query, lexical, {groups.labels[g]: passages for g, passages in found.items()},
-                         len(groups.labels) - len(found))
-
-    def _lexical(self, snap: store.Snapshot, text: str) -> tuple[Lexical, np.ndarray | None]:
-        """BM25 for ``snap`` and the chunk scores of ``text``. Right after a switch to
-        a new version its BM25 is still being built (seconds at 12k articles, for a
-        one-article add): meanwhile questions are answered at once, by dense
-        retrieval alone, with the previous version's term weights for the scorer."""
-        lexical = ready(snap)
-        if lexical is None and self._stale_lexical is not None:
-            return self._stale_lexical, None
-        self._stale_lexical = None
-        lexical = lexical or for_snapshot(snap)
-        return lexical, lexical.scores(text)
+        found = self.store.retrieve(query.vector, query.text, query.terms, group_by or self.settings.group_by,
+                                    filters, self.settings)
+        return Retrieved(found.snap, query, found.lexical, found.sides, found.more)
 
     def _query(self, question: str, history: Sequence[str]) -> Query:
         text = follow_up_text(question, history)
@@ -160,23 +117,14 @@ class Index:
 
     def article(self, doc_id: str) -> Article:
         """One article with its metadata and full text (quotes' spans index into ``text``)."""
-        snap = self.snapshot()
-        if doc_id not in snap.row_of:
-            raise RagError(f"no article with id {doc_id!r} in {self.root} (see rag stats)")
-        return snap.articles[snap.row_of[doc_id]]
+        return self.store.article(doc_id)
+
+    def articles(self) -> list[Article]:
+        """Every article's metadata (the app's corpus list and chart; from Milvus without text)."""
+        return self.store.articles()
 
     def stats(self) -> dict:
-        snap = self.snapshot()
-        groups: dict[str, int] = {}
-        for article in snap.articles:
-            label = article.group(self.settings.group_by)
-            groups[label] = groups.get(label, 0) + 1
-        size = store.size_of(snap.manifest)
-        return {"index": str(self.root), "version": snap.version, "model": snap.manifest.get("model"),
-                "dim": snap.manifest.get("dim"), "chunking": snap.manifest.get("chunking"),
-                "articles": len(snap.articles), "chunks": len(snap.chunks),
-                "sentences": len(snap.sentence_vectors), "bytes": size,
-                "viewpoints": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
+        return self.store.stats(self.settings.group_by)
 
     # ---- writing -----------------------------------------------------------
 
@@ -212,7 +160,20 @@ class Index:
         return self._write(load(paths, fields), "build", full=full, dry_run=dry_run, progress=progress)
 
     def _write(self, loaded: Loaded, mode: str, **options) -> BuildReport:
-        return builder.run(self.root, loaded, self.embedder, self.settings, mode, current=self._snap, **options)
+        return self.store.write(loaded, mode, self.embedder, self.settings, **options)
+
+
+MILVUS_SCHEME = "milvus://"
+
+
+def open_store(where: str | os.PathLike):
+    """The store ``where`` names: ``milvus://HOST:PORT[/PREFIX]`` is a Milvus server
+    (collections PREFIX_articles, ...; default prefix ``rag``); anything else an index folder."""
+    if isinstance(where, str) and where.startswith(MILVUS_SCHEME):
+        from .store.milvus import MilvusStore  # pymilvus loads only when a Milvus store is named
+
+        return MilvusStore(where)
+    return LocalStore(where)
 
 
 _controller: list = [None, -1]  # the threadpoolctl controller, and len(sys.modules) when it was made

@@ -210,7 +210,7 @@ def eval_questions(paths: str | os.PathLike | Sequence[str | os.PathLike], ix, g
     same by question kind (``by_kind``) and by side (``by_side``). ``paths``: one
     question file or several; ``split``: only the questions of that split."""
     items = questions_of(paths, split)
-    snap = ix.snapshot()
+    articles = ix.articles()
     by = group_by or ix.settings.group_by
     cells, off_topic, topical, seconds, misses = [], [], [], [], []
     side_of: dict[str, str] = {}  # expected doc id prefix -> its viewpoint label
@@ -226,7 +226,7 @@ def eval_questions(paths: str | os.PathLike | Sequence[str | os.PathLike], ix, g
                 misses.append({"q": item["q"], "wrong": "answered an off-topic question"})
         for prefix, expected in (item.get("expect") or {}).items():
             if prefix not in side_of:
-                labels = [a.group(by) for a in snap.articles if a.id.startswith(prefix)]
+                labels = [a.group(by) for a in articles if a.id.startswith(prefix)]
                 if not labels:
                     raise RagError(f"{', '.join(map(str, _listed(paths)))}: no article id starts with {prefix!r}")
                 side_of[prefix] = labels[0]

@@ -58,6 +58,18 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What a store's search hands the answer stage: each viewpoint's passages, with the
+    rows they point into (``snap``: the whole live version locally; from Milvus, only
+    the articles hit) and the term weights the answer scorer reads (``lexical``)."""
+
+    snap: Snapshot
+    lexical: object  # lexical.Lexical
+    sides: dict[str, list[Passage]]  # viewpoint label -> its passages, best first
+    more: int  # viewpoints left out beyond ``Settings.max_viewpoints``
+
+
+@dataclass(frozen=True)
 class Groups:
     """Articles grouped into viewpoints: ``labels[g]`` names group g and
     ``chunk_group[i]`` is the group of chunk row i (-1: filtered out)."""

@@ -202,4 +202,4 @@ def test_questions_after_an_update_do_not_wait_for_the_new_bm25(tmp_path, hash_e
         threading.Event().wait(0.05)
     assert lexical.ready(snap) is not None
     ix.ask("zyzzyva beetle")
-    assert ix._stale_lexical is None  # hybrid again
+    assert ix.store._stale_lexical is None  # hybrid again
