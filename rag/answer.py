@@ -252,16 +252,22 @@ def reranked(snap: Snapshot, query: Query, found: Candidates, first: np.ndarray,
 
     top = np.argsort(-first, kind="stable")[:n]
     probability = np.zeros_like(first)
-    probability[top] = rerank.load().probability(query.text, candidate_texts(snap, found, top), first[top])
+    model = rerank.load()
+    probability[top] = model.probability(query.text, candidate_texts(snap, found, top, model.context), first[top])
     return probability
 
 
-def candidate_texts(snap: Snapshot, found: Candidates, which: np.ndarray) -> list[str]:
-    """The sentence texts of candidates ``which`` (indexes into ``found``)."""
+def candidate_texts(snap: Snapshot, found: Candidates, which: np.ndarray, context: bool = False) -> list[str]:
+    """The sentence texts of candidates ``which`` (indexes into ``found``); with ``context``,
+    as a reranker trained with context reads them: each with the sentence before it."""
+    from .rerank import segment
+
     texts = []
     for i in which.tolist():
         article_row = int(snap.chunks[found.chunk_rows[i]][0])
-        texts.append(_text(snap, article_row, int(found.rows[i]) - int(snap.sentence_start[article_row])))
+        index = int(found.rows[i]) - int(snap.sentence_start[article_row])
+        text = _text(snap, article_row, index)
+        texts.append(segment(text, _text(snap, article_row, index - 1) if context and index > 0 else ""))
     return texts
 
 

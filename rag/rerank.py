@@ -49,6 +49,21 @@ class Calibration:
         return 1.0 / (1.0 + np.exp(-z))
 
 
+def segment(sentence: str, context: str = "") -> str:
+    """What the model reads after the question: the candidate, then (for a model trained
+    with context) the sentence before it, behind a [SEP]; truncation cuts the context first.
+
+    >>> segment("That body ignored it.", "The House met.")
+    'That body ignored it. [SEP] The House met.'
+    """
+    return f"{sentence} [SEP] {context}" if context else sentence
+
+
+def in_order(sentences: Sequence[str]) -> list[str]:
+    """``segment`` of each sentence with the one before it, for sentences in document order."""
+    return [segment(s, before) for before, s in zip([""] + list(sentences[:-1]), sentences)]
+
+
 class Reranker:
     """The shipped cross-encoder on ONNX Runtime.
 
@@ -63,6 +78,7 @@ class Reranker:
         self.model_file = Path(model_file)
         self.config = json.loads(Path(config_file).read_text(encoding="utf-8"))
         self.max_length = int(self.config["max_length"])
+        self.context = bool(self.config.get("context", False))  # trained to read the sentence before (segment)
         self.calibration = Calibration(**self.config["calibration"])
         self.threads = threads or len(os.sched_getaffinity(0))
         self._session = None

@@ -101,3 +101,28 @@ def test_a_side_on_the_topic_that_does_not_answer_now_abstains(seed_index_dir, m
     assert not reranked["pro-Russia"].abstained and "Odessa" in reranked["pro-Russia"].answers[0].text
     first = {v.viewpoint: v for v in rag.Index(seed_index_dir, rag.Settings(), model).ask(question).viewpoints}
     assert not first["pro-Ukraine"].abstained  # what the reranker fixes: the fallback answers here
+
+
+@pytest.mark.slow
+def test_a_model_trained_with_context_reads_the_sentence_before(seed_index_dir, model):
+    """A reranker exported with ``context`` (bench/train_reranker.py --context) is fed each
+    candidate followed by its article's previous sentence; the shipped one, the sentence alone."""
+    from rag.answer import candidate_texts, candidates
+
+    ix = rag.Index(seed_index_dir, RERANK, model)
+    found = ix.retrieve("Was there a prisoner swap?")
+    label, passages = next(iter(found.sides.items()))
+    cands = candidates(found.snap, found.query, passages, found.lexical)
+    which = np.arange(len(cands.rows))
+    alone = candidate_texts(found.snap, cands, which)
+    read = candidate_texts(found.snap, cands, which, context=True)
+    snap = found.snap
+    for i, (sentence, text) in enumerate(zip(alone, read)):
+        article_row = int(snap.chunks[cands.chunk_rows[i]][0])
+        index = int(cands.rows[i]) - int(snap.sentence_start[article_row])
+        if index == 0:
+            assert text == sentence
+        else:
+            span = snap.sentences.at(article_row, index - 1)
+            assert text == rerank.segment(sentence, snap.articles[article_row].text[span.start:span.end])
+    assert any(" [SEP] " in t for t in read) and not rerank.load().context
