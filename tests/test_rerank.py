@@ -111,7 +111,7 @@ def test_a_model_trained_with_context_reads_the_sentence_before(seed_index_dir, 
 
     ix = rag.Index(seed_index_dir, RERANK, model)
     found = ix.retrieve("Was there a prisoner swap?")
-    label, passages = next(iter(found.sides.items()))
+    passages = next(iter(found.sides.values()))
     cands = candidates(found.snap, found.query, passages, found.lexical)
     which = np.arange(len(cands.rows))
     alone = candidate_texts(found.snap, cands, which)
