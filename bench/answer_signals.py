@@ -43,10 +43,25 @@ class Cell:
     features: np.ndarray  # its feature rows
     logits: np.ndarray  # the reranker's, for the first ``depth`` candidates
     labels: np.ndarray
+    maxsim: np.ndarray  # the first ``depth`` candidates' late-interaction score (``maxsim``)
+
+
+def maxsim(embedder, question: str, sentences: list[str]) -> np.ndarray:
+    """ColBERT-style, untrained: the mean over the question's wordpieces of their best cosine
+    to any of the sentence's, with the bi-encoder's token vectors (swap ~ exchange)."""
+    tokens = {}
+    texts = [question] + sentences
+    for rows, hidden, mask, _ in embedder._forward(texts, False):
+        for r, row in enumerate(rows.tolist()):
+            h = hidden[r, 1:int(mask[r].sum()) - 1]  # without [CLS] and [SEP]
+            tokens[row] = h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-9)
+    return np.array([float((tokens[0] @ tokens[i].T).max(1).mean()) for i in range(1, len(texts))])
 
 
 def collect(ix, items: list[dict], depth: int, model: rerank.Reranker) -> list[Cell]:
-    scorer, out = load_scorer(), []
+    from rag.onnx_embed import OnnxMiniLM
+
+    scorer, out, embedder = load_scorer(), [], OnnxMiniLM(quantized=True)
     for item in items:
         found = ix.retrieve(item["q"])
         snap = found.snap
@@ -65,7 +80,8 @@ def collect(ix, items: list[dict], depth: int, model: rerank.Reranker) -> list[C
                                for d, t in zip(docs, texts)])
             read = candidate_texts(snap, cands, order[:depth], model.context)
             out.append(Cell(item.get("split", ""), reranker_data.calibration_story(item), want is not None,
-                            first[order], cands.features[order], model.logits(found.query.text, read), labels))
+                            first[order], cands.features[order], model.logits(found.query.text, read), labels,
+                            maxsim(embedder, item["q"], texts[:depth])))
     return out
 
 
@@ -82,7 +98,8 @@ def combined(cell: Cell, n: int) -> np.ndarray:
     by_rerank = np.empty(n)
     by_rerank[np.argsort(-logits, kind="stable")] = 1 / np.arange(1, n + 1)
     return np.column_stack([logits, logits - logits.max(), first, first - first.max(), by_rerank,
-                            1 / np.arange(1, n + 1), cell.features[:n]])
+                            1 / np.arange(1, n + 1), cell.features[:n], cell.maxsim[:n],
+                            cell.maxsim[:n] - cell.maxsim[:n].max()])
 
 
 def at(cells: list[Cell], score, n: int) -> float:
@@ -129,7 +146,8 @@ def report(cells: list[Cell], depth: int) -> dict:
            "first_scorer_reach": {n: reach(test, n) for n in DEPTHS if n <= depth},
            "reranker_reach": {n: round(float(np.mean([bool(len(c.labels)) and c.labels[np.argsort(-c.logits)[:n]].max() == 1
                                                       for c in test if c.answerable])), 3) for n in DEPTHS if n <= depth},
-           "cosine@1_all_candidates": at(test, lambda c, n: c.features[:, 0], 10**6)}
+           "cosine@1_all_candidates": at(test, lambda c, n: c.features[:, 0], 10**6),
+           "maxsim@1": at(test, lambda c, n: c.maxsim[:n], depth)}
     # the first scorer refitted on the news train split (every story): its features alone
     news_first = fit(np.concatenate([c.features for c in train]), np.concatenate([c.labels for c in train]))
     out["first_scorer_refit_on_news_reach"] = {n: at_refit(test, news_first, n) for n in DEPTHS if n <= depth}
@@ -138,7 +156,8 @@ def report(cells: list[Cell], depth: int) -> dict:
         shipped = rerank.load().calibration
         ranked[n] = {"first": at(test, lambda c, m: c.first[:m], n), "reranker": at(test, lambda c, m: c.logits[:m], n),
                      "shipped_blend": at(test, lambda c, m: shipped.probability(c.logits[:m], c.first[:m]), n)}
-        for name, cols in (("refit_blend", slice(0, 4)), ("refit_all_signals", slice(None))):
+        for name, cols in (("refit_blend", slice(0, 4)), ("refit_all_but_maxsim", slice(0, -2)),
+                           ("refit_all_signals", slice(None))):
             x = np.concatenate([combined(c, n)[:, cols] for c in calib])
             model = fit(x, np.concatenate([c.labels[:len(c.logits[:n])] for c in calib]))
             ranked[n][name] = at(test, lambda c, m, model=model, cols=cols: model.decision_function(combined(c, m)[:, cols]), n)
