@@ -3,8 +3,10 @@
 
 Five collections, ``PREFIX_...``:
 
-- ``chunks``: a passage's text (Milvus's analyzer and BM25 function fill a
-  sparse vector from it), its dense vector, its span and sentence range, and
+- ``chunks``: a passage's content words, as ``lexical.tokens`` finds them
+  (stemmed, stop words dropped, space-separated: Milvus's analyzer then splits
+  them as they are and its BM25 function fills a sparse vector from them, so the
+  server ranks the words the local store ranks), its dense vector, its span and sentence range, and
   the article's viewpoint (the partition key), source label, source and day;
 - ``sentences``: each sentence's vector (pooled as locally), by article and index;
 - ``articles``: each article's text (in parts: a VARCHAR holds 64 KB), sentence
@@ -39,7 +41,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .. import build as builder
+from ..build import chunk_all, chunk_settings, embed_articles, plan as plan_update, require_articles
 from ..dates import iso_day
 from ..errors import IndexCorrupt, IndexMissing, RagError
 from ..lexical import from_frequencies, tokens
@@ -53,6 +55,8 @@ SCHEMA = 1  # bumped when the collections' fields change
 TEXT_PART = 16_000  # characters per row of article text: a VARCHAR holds at most 65,535 bytes
 ID_CHARS = 400  # longest article id (keys add a generation and an index to it)
 BATCH = 256  # rows per insert or upsert call
+# BM25 as bm25s ranks locally (Milvus's own default k1 is 1.2).
+BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
 CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # Fields that can make the viewpoints: the partition key, and the source label.
 GROUP_FIELDS = {"viewpoint": "viewpoint", "source": "by_source"}
@@ -210,8 +214,9 @@ class MilvusStore:
                     index.add_index(field, index_type="AUTOINDEX", metric_type="IP")
             if kind == "chunks":
                 schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
-                                             input_field_names=["text"], output_field_names=["sparse"]))
-                index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+                                             input_field_names=["words"], output_field_names=["sparse"]))
+                index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                                params=BM25_PARAMS)
             self._call(f"creating {name}", self.client.create_collection, name, schema=schema,
                        index_params=index, consistency_level=CONSISTENCY)
         self._put_meta(meta)
@@ -250,12 +255,13 @@ class MilvusStore:
         fields = ["doc_id", "gen", "span_start", "span_end", "first_sentence", "last_sentence", "vector"]
         dense = AnnSearchRequest(data=[vector.tolist()], anns_field="vector", param={"metric_type": "IP"},
                                  limit=DEPTH * k, expr=expr)
-        if not tokens(text):  # no word BM25 could match: dense alone
+        words = " ".join(tokens(text))
+        if not words:  # no word BM25 could match: dense alone
             found = self._call("searching", self.client.search, self.name("chunks"), data=[vector.tolist()],
                                anns_field="vector", filter=expr, limit=k, output_fields=fields,
                                consistency_level=CONSISTENCY)
         else:
-            lexical = AnnSearchRequest(data=[text], anns_field="sparse", param={"metric_type": "BM25"},
+            lexical = AnnSearchRequest(data=[words], anns_field="sparse", param={"metric_type": "BM25"},
                                        limit=DEPTH * k, expr=expr)
             found = self._call("searching", self.client.hybrid_search, self.name("chunks"), [dense, lexical],
                                RRFRanker(RRF_K), limit=k, output_fields=fields, consistency_level=CONSISTENCY)
@@ -407,7 +413,7 @@ class MilvusStore:
     def write(self, loaded, mode: str, embedder, settings: Settings, remove: Sequence[str] = (),
               full: bool = False, dry_run: bool = False, progress: bool = True, **_) -> BuildReport:
         """Plan and write one update (build.plan, as locally); see the module's docstring."""
-        builder.require_articles(loaded, mode)
+        require_articles(loaded, mode)
         meta = self._meta()
         if meta is not None and (meta.get("model"), meta.get("dim")) != (embedder.name, embedder.dim):
             raise IndexCorrupt(f"{self.uri}: built with {meta.get('model')} ({meta.get('dim')}-d), not "
@@ -415,17 +421,17 @@ class MilvusStore:
         if meta is None and mode != "build":
             raise IndexMissing(f"{self.uri}: no index here; build one with rag build PATHS --store {self.uri}")
         old = self._stored(meta)
-        chunking = builder.chunk_settings(settings, embedder)
+        chunking = chunk_settings(settings, embedder)
         same_chunking = meta is None or meta.get("chunking") == chunking
-        plan = builder.plan(old, loaded, "remove" if mode == "upgrade" else mode, remove,
+        plan = plan_update(old, loaded, "remove" if mode == "upgrade" else mode, remove,
                             reuse_vectors=same_chunking and not full)
         report = plan.report
         nothing = not (report.added or report.changed or report.removed or plan.write)
         if dry_run or (nothing and meta is not None):
             return replace(report, chunks=int(meta["chunks"]) if meta else 0)
         todo = [a for a in plan.write if a.id in plan.embed]
-        fresh = builder.chunk_all(todo, embedder, settings, progress)
-        vectors = builder.embed_articles(todo, fresh, embedder, settings, progress)
+        fresh = chunk_all(todo, embedder, settings, progress)
+        vectors = embed_articles(todo, fresh, embedder, settings, progress)
         if meta is None:
             meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
                     "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
@@ -486,7 +492,7 @@ class MilvusStore:
         day = iso_day(article.date)
         chunks = [{"key": f"{key}#c{n}", "doc_id": article.id, "gen": gen, **labels, "source": article.source,
                    "day": day, "span_start": s, "span_end": e, "first_sentence": f, "last_sentence": last,
-                   "text": article.text[s:e], "vector": v.tolist()}
+                   "words": " ".join(tokens(article.text[s:e])), "vector": v.tolist()}
                   for n, ((s, e, f, last), v) in enumerate(zip(table, np.asarray(chunk_vectors, np.float32)))]
         sentences = [{"key": f"{key}#s{n}", "doc_id": article.id, "gen": gen, "idx": n,
                       "vector": v.tolist()} for n, v in enumerate(np.asarray(sentence_vectors, np.float32))]
@@ -515,8 +521,8 @@ class MilvusStore:
     def _old_terms(self, doc_id: str, record: dict) -> Counter:
         rows = self._call("reading chunks", self.client.query, self.name("chunks"),
                           filter=f"doc_id == {json.dumps(doc_id)} and gen == {record['gen']}",
-                          output_fields=["text"], consistency_level=CONSISTENCY)
-        return Counter(t for r in rows for t in set(tokens(r["text"])))
+                          output_fields=["words"], consistency_level=CONSISTENCY)
+        return Counter(t for r in rows for t in set(r["words"].split()))
 
     def _update_terms(self, df: Counter, meta: dict) -> None:
         changed = [t for t, n in df.items() if n]
@@ -574,7 +580,7 @@ def _fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
                 "by_source": ("VARCHAR", label), "source": ("VARCHAR", label),
                 "day": ("VARCHAR", {"max_length": 16}), "span_start": ("INT64", {}), "span_end": ("INT64", {}),
                 "first_sentence": ("INT64", {}), "last_sentence": ("INT64", {}),
-                "text": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
+                "words": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
                 "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
     if kind == "sentences":
         return {**key, **owner, "idx": ("INT64", {}), **vector}
