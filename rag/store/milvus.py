@@ -127,8 +127,11 @@ class MilvusStore:
         self.address, self.prefix = parse(uri)
         self.model: tuple[str, int] | None = None  # (name, dim) questions are embedded with
         self.timeout = timeout
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its RPC errors become our one line
         from pymilvus import MilvusClient
+
+        # After the import, which configures pymilvus's loggers: its RPC errors become our one
+        # line, and its iterator's notes (server-side timestamps) are no news to a user.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
         try:
             self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout)
@@ -178,6 +181,10 @@ class MilvusStore:
             raise RagError(f"{self.uri}: built with {meta.get('model')} ({meta.get('dim')}-d) but asked with "
                            f"{self.model[0]} ({self.model[1]}-d); rebuild with rag build --full")
         return meta
+
+    def require(self) -> None:
+        """The server answers, the collections are rag's and were built with this model."""
+        self._live_meta()
 
     def _check_schema(self) -> None:
         for kind in KINDS:
