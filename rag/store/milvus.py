@@ -187,7 +187,7 @@ class MilvusStore:
         self._live_meta()
 
     def _check_schema(self) -> None:
-        for kind in KINDS:
+        for kind in sorted(KINDS, key=lambda kind: kind != "meta"):  # meta first: it says whose they are
             name = self.name(kind)
             try:
                 fields = {f["name"] for f in self.client.describe_collection(name)["fields"]}
@@ -239,22 +239,35 @@ class MilvusStore:
         """Each viewpoint's best passages, searched on the server; the articles they
         come from fetched into a small snapshot for the answer stage."""
         meta = self._live_meta()
-        field = GROUP_FIELDS.get(by)
-        if field is None:
-            raise RagError(f"{self.uri}: a Milvus store makes viewpoints by {' or '.join(GROUP_FIELDS)}, "
-                           f"not {by!r}")
-        labels = [label for label, n in meta["groups"][by].items() if n > 0]
         where = filter_expr(filters)
-        if len(labels) > settings.max_viewpoints:
+        groups = self._groups(by, meta)
+        labels = list(groups)
+        field = GROUP_FIELDS.get(by)
+        if field is not None and len(labels) > settings.max_viewpoints:
             labels = self._best_groups(vector, field, where, labels, settings.max_viewpoints)
-        searches = [self._pool.submit(self._search, vector, text, f"{field} == {json.dumps(label)}"
-                                      + (f" and {where}" if where else ""), settings.passages)
-                    for label in labels]
+        searches = [self._pool.submit(self._search, vector, text, groups[label] + (f" and {where}" if where else ""),
+                                      settings.passages) for label in labels]
         hits = {label: s.result() for label, s in zip(labels, searches)}
+        if len(hits) > settings.max_viewpoints:  # grouped by another field: the sides with the closest passages
+            best = sorted(hits, key=lambda label: -max((_cosine(h, vector) for h in hits[label]), default=-2.0))
+            hits = {label: hits[label] for label in best[:settings.max_viewpoints]}
         snap, sides = self._snapshot(hits, vector, meta)
         frequencies = self._frequencies(sorted(terms))
-        return Found(snap, from_frequencies(frequencies, int(meta["chunks"])), sides,
-                     len(meta["groups"][by]) - len(sides))
+        return Found(snap, from_frequencies(frequencies, int(meta["chunks"])), sides, len(groups) - len(sides))
+
+    def _groups(self, by: str, meta: dict) -> dict[str, str]:
+        """Each viewpoint label of field ``by`` and the expression that selects its chunks.
+        The viewpoint and the source label are fields of every chunk (the viewpoint is the
+        partition key); another metadata field is read from every article's record, so
+        grouping by it costs a scan of the articles per question."""
+        field = GROUP_FIELDS.get(by)
+        if field is not None:
+            return {label: f"{field} == {json.dumps(label, ensure_ascii=False)}"
+                    for label, n in meta["groups"][by].items() if n > 0}
+        members: dict[str, list[str]] = {}
+        for article in self.articles():
+            members.setdefault(article.group(by), []).append(article.id)
+        return {label: f"doc_id in {json.dumps(ids, ensure_ascii=False)}" for label, ids in members.items()}
 
     def _search(self, vector: np.ndarray, text: str, expr: str, k: int) -> list[dict]:
         from pymilvus import AnnSearchRequest, RRFRanker
@@ -271,7 +284,8 @@ class MilvusStore:
             lexical = AnnSearchRequest(data=[words], anns_field="sparse", param={"metric_type": "BM25"},
                                        limit=DEPTH * k, expr=expr)
             found = self._call("searching", self.client.hybrid_search, self.name("chunks"), [dense, lexical],
-                               RRFRanker(RRF_K), limit=k, output_fields=fields, consistency_level=CONSISTENCY)
+                               RRFRanker(RRF_K), limit=2 * k, output_fields=fields, consistency_level=CONSISTENCY)
+            return _fused_order([h["entity"] | {"fused": h["distance"]} for h in found[0]], vector)[:k]
         return [h["entity"] for h in found[0]]
 
     def _best_groups(self, vector: np.ndarray, field: str, where: str, labels: list[str], n: int) -> list[str]:
@@ -303,8 +317,7 @@ class MilvusStore:
                                hit["first_sentence"], hit["last_sentence"]))
                 wanted.setdefault(hit["doc_id"], set()).update(
                     range(max(hit["first_sentence"] - 1, 0), min(hit["last_sentence"] + 2, n)))
-                cosine = float(np.asarray(hit["vector"], np.float32) @ vector)
-                passages.append(Passage(len(chunks) - 1, cosine, len(passages) + 1))
+                passages.append(Passage(len(chunks) - 1, _cosine(hit, vector), len(passages) + 1))
             if passages:
                 sides[label] = passages
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
@@ -544,6 +557,18 @@ class MilvusStore:
             self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
         for at in range(0, len(gone), 4 * BATCH):
             self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])
+
+
+def _fused_order(hits: list[dict], vector: np.ndarray) -> list[dict]:
+    """``hits`` best fused first, ties as the local store breaks them (retrieve._fuse keeps
+    the dense ranking's order): the closer vector first. Passages tie often (dense rank 1
+    and BM25 rank 2 against the reverse), and the server breaks ties its own way; it is
+    asked for 2k hits so that a tie at the k-th place is broken here too."""
+    return sorted(hits, key=lambda h: (-round(float(h["fused"]), 6), -_cosine(h, vector)))
+
+
+def _cosine(hit: dict, vector: np.ndarray) -> float:
+    return float(np.asarray(hit["vector"], np.float32) @ vector)
 
 
 def _chunk_terms(text: str, table) -> Counter:
