@@ -127,8 +127,10 @@ class MilvusStore:
         self.address, self.prefix = parse(uri)
         self.model: tuple[str, int] | None = None  # (name, dim) questions are embedded with
         self.timeout = timeout
-        from pymilvus import MilvusClient
-
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as err:
+            raise RagError(f"{uri}: a Milvus store needs pymilvus ({err}); pip install -e '.[milvus]'") from None
         # After the import, which configures pymilvus's loggers: its RPC errors become our one
         # line, and its iterator's notes (server-side timestamps) are no news to a user.
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
