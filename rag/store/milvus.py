@@ -27,20 +27,22 @@ generation and is written after its chunks and sentences, and readers skip any
 chunk of another generation: a writer that dies mid-write leaves each article
 either as it was or wholly new. Rows of replaced generations are deleted
 after the switch. Reads are Strong: a question sees the write before it.
+
+The collections' fields, the rows an article becomes and the filter expressions
+are in milvus_schema.py; this module talks to the server.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import replace
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import milvus_schema as layout
 from ..build import chunk_all, chunk_settings, embed_articles, plan as plan_update, require_articles
 from ..dates import iso_day
 from ..errors import IndexCorrupt, IndexMissing, RagError
@@ -49,74 +51,14 @@ from ..retrieve import DEPTH, RRF_K, Filters, Found, Passage
 from ..settings import Settings
 from ..types import Article, BuildReport, Span
 from .index import Snapshot
-from .segment import meta_digest
+from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, TEXT_PART, Stored, filter_expr, parse
 
-SCHEMA = 1  # bumped when the collections' fields change
-TEXT_PART = 16_000  # characters per row of article text: a VARCHAR holds at most 65,535 bytes
-ID_CHARS = 400  # longest article id (keys add a generation and an index to it)
 BATCH = 256  # rows per insert or upsert call
-# BM25 as bm25s ranks locally (Milvus's own default k1 is 1.2).
-BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
 CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
-# Fields that can make the viewpoints: the partition key, and the source label.
-GROUP_FIELDS = {"viewpoint": "viewpoint", "source": "by_source"}
-KINDS = ("articles", "chunks", "sentences", "terms", "meta")
-_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}\Z")
-_HOST_PORT = re.compile(r"(?P<host>[^:/]+):(?P<port>[0-9]{1,5})\Z")
-
-
-def parse(uri: str) -> tuple[str, str]:
-    """(``host:port``, collection prefix) of ``milvus://HOST:PORT[/PREFIX]``.
-
-    >>> parse("milvus://127.0.0.1:19530"), parse("milvus://db.internal:19530/news")
-    (('127.0.0.1:19530', 'rag'), ('db.internal:19530', 'news'))
-    """
-    rest = uri.removeprefix("milvus://")
-    address, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/") or "rag"
-    if not _HOST_PORT.match(address):
-        raise RagError(f"{uri}: expected milvus://HOST:PORT[/PREFIX], e.g. milvus://127.0.0.1:19530")
-    if not _PREFIX.match(prefix):
-        raise RagError(f"{uri}: collection prefix {prefix!r} must be letters, digits and _ (not first a digit)")
-    return address, prefix
 
 
 def _reason(err: Exception) -> str:
     return str(getattr(err, "message", "") or err).strip().splitlines()[0] if str(err) else type(err).__name__
-
-
-@dataclass(frozen=True, eq=False)
-class Stored:
-    """What a writer plans from (build.plan reads it as it reads a local Catalog):
-    each live article's id, content hash, path, metadata digest and generation."""
-
-    store: "MilvusStore"
-    meta: dict
-    ids: list[str]
-    content_hashes: list[str]
-    paths: list[str]
-    digests: list[str]
-    gens: list[int]
-    records: list[dict]
-    version: str = ""
-    warning: str = ""
-
-    @cached_property
-    def row_of(self) -> dict[str, int]:
-        return {i: row for row, i in enumerate(self.ids)}
-
-    @property
-    def manifest(self) -> dict:
-        return self.meta
-
-    def digest_of(self, row: int) -> str:
-        return self.digests[row]
-
-    def article(self, row: int) -> Article:
-        return self.store.article(self.ids[row])
-
-    def check(self) -> None:
-        pass
 
 
 class MilvusStore:
@@ -196,7 +138,7 @@ class MilvusStore:
             except Exception as err:
                 raise RagError(f"{self.uri}: collection {name} is missing or unreadable ({_reason(err)}); "
                                f"rebuild with rag build --full --store {self.uri}") from None
-            missing = sorted(set(_fields(kind)) - fields)
+            missing = sorted(set(layout.fields(kind)) - fields)
             if missing:
                 raise IndexCorrupt(f"{self.uri}: collection {name} is not a rag {kind} collection (no field "
                                    f"{missing[0]!r}); name another prefix: milvus://{self.address}/OTHER")
@@ -217,7 +159,7 @@ class MilvusStore:
                 continue
             schema = self.client.create_schema(auto_id=False)
             index = self.client.prepare_index_params()
-            for field, (kind_of, options) in _fields(kind, dim).items():
+            for field, (kind_of, options) in layout.fields(kind, dim).items():
                 schema.add_field(field, getattr(DataType, kind_of), **options)
                 if kind_of == "FLOAT_VECTOR":
                     index.add_index(field, index_type="AUTOINDEX", metric_type="IP")
@@ -251,7 +193,9 @@ class MilvusStore:
                                       settings.passages) for label in labels]
         hits = {label: s.result() for label, s in zip(labels, searches)}
         if len(hits) > settings.max_viewpoints:  # grouped by another field: the sides with the closest passages
-            best = sorted(hits, key=lambda label: -max((_cosine(h, vector) for h in hits[label]), default=-2.0))
+            closest = {label: max((layout.cosine(h, vector) for h in side), default=-2.0)
+                       for label, side in hits.items()}
+            best = sorted(hits, key=lambda label: -closest[label])
             hits = {label: hits[label] for label in best[:settings.max_viewpoints]}
         snap, sides = self._snapshot(hits, vector, meta)
         frequencies = self._frequencies(sorted(terms))
@@ -287,7 +231,7 @@ class MilvusStore:
                                        limit=DEPTH * k, expr=expr)
             found = self._call("searching", self.client.hybrid_search, self.name("chunks"), [dense, lexical],
                                RRFRanker(RRF_K), limit=2 * k, output_fields=fields, consistency_level=CONSISTENCY)
-            return _fused_order([h["entity"] | {"fused": h["distance"]} for h in found[0]], vector)[:k]
+            return layout.fused_order([h["entity"] | {"fused": h["distance"]} for h in found[0]], vector)[:k]
         return [h["entity"] for h in found[0]]
 
     def _best_groups(self, vector: np.ndarray, field: str, where: str, labels: list[str], n: int) -> list[str]:
@@ -319,7 +263,7 @@ class MilvusStore:
                                hit["first_sentence"], hit["last_sentence"]))
                 wanted.setdefault(hit["doc_id"], set()).update(
                     range(max(hit["first_sentence"] - 1, 0), min(hit["last_sentence"] + 2, n)))
-                passages.append(Passage(len(chunks) - 1, _cosine(hit, vector), len(passages) + 1))
+                passages.append(Passage(len(chunks) - 1, layout.cosine(hit, vector), len(passages) + 1))
             if passages:
                 sides[label] = passages
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
@@ -328,7 +272,7 @@ class MilvusStore:
         for doc_id, idx, vec in self._sentence_vectors(articles, wanted):
             vectors[starts[row_of[doc_id]] + idx] = vec
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
-                        None, vectors, manifest=meta, version=_version(meta))
+                        None, vectors, manifest=meta, version=layout.version_of(meta))
         return snap, sides
 
     def _articles(self, ids: Sequence[str]) -> Iterable[tuple[Article, dict]]:
@@ -348,7 +292,7 @@ class MilvusStore:
                 continue
             text, record = records[doc_id]
             text += "".join(parts[f"{doc_id}#{record['gen']}#p{p}"] for p in range(1, record["parts"]))
-            out.append((_article(doc_id, text, record), record))
+            out.append((layout.article_of(doc_id, text, record), record))
         return out
 
     def _get_many(self, kind: str, keys: list[str], fields: list[str]) -> list[dict]:
@@ -380,7 +324,7 @@ class MilvusStore:
     def articles(self) -> list[Article]:
         """Every live article's metadata (text left empty: fetched by ``article``)."""
         self._live_meta()
-        return [_article(r["doc_id"], "", r["record"]) for r in self._scan("articles", "part == 0",
+        return [layout.article_of(r["doc_id"], "", r["record"]) for r in self._scan("articles", "part == 0",
                                                                             ["doc_id", "record"])]
 
     def _scan(self, kind: str, expr: str, fields: list[str]) -> Iterable[dict]:
@@ -401,7 +345,8 @@ class MilvusStore:
             groups = {label: n for label, n in meta["groups"][by].items() if n > 0}
         else:
             groups = dict(Counter(a.group(by) for a in self.articles()))
-        return {"index": self.uri, "version": _version(meta), "model": meta.get("model"), "dim": meta.get("dim"),
+        return {"index": self.uri, "version": layout.version_of(meta), "model": meta.get("model"),
+                "dim": meta.get("dim"),
                 "chunking": meta.get("chunking"), "articles": meta["articles"], "chunks": meta["chunks"],
                 "sentences": meta["sentences"], "bytes": None,
                 "viewpoints": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
@@ -416,7 +361,7 @@ class MilvusStore:
         chunks = self._count("chunks", "")
         if chunks < meta["chunks"]:
             problems.append(f"{self.name('chunks')}: {chunks} chunk rows, meta says {meta['chunks']} live")
-        return f"version {_version(meta)}, {live} articles", problems
+        return f"version {layout.version_of(meta)}, {live} articles", problems
 
     def _count(self, kind: str, expr: str) -> int:
         rows = self._call(f"counting {kind}", self.client.query, self.name(kind), filter=expr,
@@ -430,7 +375,7 @@ class MilvusStore:
         records = [r["record"] for r in rows]
         return Stored(self, meta or {}, [r["doc_id"] for r in rows], [r["hash"] for r in rows],
                       [rec.get("path", "") for rec in records], [rec["digest"] for rec in records],
-                      [rec["gen"] for rec in records], records, _version(meta) if meta else "")
+                      [rec["gen"] for rec in records], records, layout.version_of(meta) if meta else "")
 
     def write(self, loaded, mode: str, embedder, settings: Settings, remove: Sequence[str] = (),
               full: bool = False, dry_run: bool = False, progress: bool = True, **_) -> BuildReport:
@@ -466,7 +411,7 @@ class MilvusStore:
         counts = self._write_rows(old, plan, fresh, vectors, gen, meta, progress)
         meta.update(counts, version=int(meta["version"]) + 1)
         self._put_meta(meta)
-        return replace(report, chunks=int(meta["chunks"]), version=_version(meta))
+        return replace(report, chunks=int(meta["chunks"]), version=layout.version_of(meta))
 
     def _write_rows(self, old: Stored, plan, fresh: dict, vectors, gen: int, meta: dict, progress: bool) -> dict:
         """New rows, then the switch (article rows), then the replaced rows' removal; returns
@@ -485,10 +430,10 @@ class MilvusStore:
             else:  # metadata or path changed: the stored rows, copied under this generation
                 table, chunk_vectors, sentence_vectors, spans = self._stored_rows(article.id, live[article.id])
             self._put_article_rows(article, gen, table, chunk_vectors, sentence_vectors)
-            record = _record(article, gen, spans, len(table))
-            heads.append(_article_row(article, record, chunk_vectors))
+            record = layout.record(article, gen, spans, len(table))
+            heads.append(layout.article_row(article, record, chunk_vectors))
             if article.id in plan.embed:  # its chunks are new: their words count, the old ones' no more
-                df.update(_chunk_terms(article.text, table))
+                df.update(layout.chunk_terms(article.text, table))
                 if article.id in live:
                     df.subtract(self._old_terms(article.id, live[article.id]))
             live[article.id] = record
@@ -521,7 +466,7 @@ class MilvusStore:
         parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
         texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
                   "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
-                  "record": {}, "vector": _doc_vector(chunk_vectors)} for n, part in enumerate(parts, 1)]
+                  "record": {}, "vector": layout.doc_vector(chunk_vectors)} for n, part in enumerate(parts, 1)]
         for kind, rows in (("chunks", chunks), ("sentences", sentences), ("articles", texts)):
             for at in range(0, len(rows), BATCH):
                 self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[at:at + BATCH])
@@ -559,102 +504,3 @@ class MilvusStore:
             self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
         for at in range(0, len(gone), 4 * BATCH):
             self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])
-
-
-def _fused_order(hits: list[dict], vector: np.ndarray) -> list[dict]:
-    """``hits`` best fused first, ties as the local store breaks them (retrieve._fuse keeps
-    the dense ranking's order): the closer vector first. Passages tie often (dense rank 1
-    and BM25 rank 2 against the reverse), and the server breaks ties its own way; it is
-    asked for 2k hits so that a tie at the k-th place is broken here too."""
-    return sorted(hits, key=lambda h: (-round(float(h["fused"]), 6), -_cosine(h, vector)))
-
-
-def _cosine(hit: dict, vector: np.ndarray) -> float:
-    return float(np.asarray(hit["vector"], np.float32) @ vector)
-
-
-def _chunk_terms(text: str, table) -> Counter:
-    """Each word once per chunk that holds it: document frequencies, chunks as documents."""
-    return Counter(t for s, e, _, _ in table for t in set(tokens(text[s:e])))
-
-
-def filter_expr(filters: Filters | None) -> str:
-    """``filters`` as a Milvus boolean expression over the chunk rows ("" for none).
-
-    >>> filter_expr(Filters(sources=("BBC",), date_from="2017-01-01"))
-    'source in ["BBC"] and day != "" and day >= "2017-01-01"'
-    """
-    if filters is None:
-        return ""
-    parts = []
-    if filters.sources:
-        parts.append(f"source in {json.dumps(list(filters.sources), ensure_ascii=False)}")
-    first, last = iso_day(filters.date_from), iso_day(filters.date_to)
-    if filters.date_from or filters.date_to:
-        parts.append('day != ""')  # an article without a readable day is outside any range, as locally
-    if filters.date_from and first:
-        parts.append(f'day >= "{first}"')
-    if filters.date_to and last:
-        parts.append(f'day <= "{last}"')
-    return " and ".join(parts)
-
-
-def _fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
-    """The fields of each collection: name -> (pymilvus DataType name, options)."""
-    key = {"key": ("VARCHAR", {"is_primary": True, "max_length": 1024})}
-    label = {"max_length": 1024}
-    owner = {"doc_id": ("VARCHAR", label), "gen": ("INT64", {})}
-    vector = {"vector": ("FLOAT_VECTOR", {"dim": dim})}
-    if kind == "articles":
-        return {**key, **owner, "part": ("INT64", {}), "hash": ("VARCHAR", {"max_length": 64}),
-                "viewpoint": ("VARCHAR", label), "by_source": ("VARCHAR", label),
-                "text": ("VARCHAR", {"max_length": 65535}), "record": ("JSON", {}), **vector}
-    if kind == "chunks":
-        return {**key, **owner, "viewpoint": ("VARCHAR", {**label, "is_partition_key": True}),
-                "by_source": ("VARCHAR", label), "source": ("VARCHAR", label),
-                "day": ("VARCHAR", {"max_length": 16}), "span_start": ("INT64", {}), "span_end": ("INT64", {}),
-                "first_sentence": ("INT64", {}), "last_sentence": ("INT64", {}),
-                "words": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
-                "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
-    if kind == "sentences":
-        return {**key, **owner, "idx": ("INT64", {}), **vector}
-    if kind == "terms":  # Milvus wants a vector field in every collection: a 2-d one, unused
-        return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}),
-                "vector": ("FLOAT_VECTOR", {"dim": 2})}
-    return {"key": ("VARCHAR", {"is_primary": True, "max_length": 64}), "value": ("JSON", {}),
-            "vector": ("FLOAT_VECTOR", {"dim": 2})}
-
-
-def _record(article: Article, gen: int, spans, n_chunks: int) -> dict:
-    """An article's row record: its metadata, live generation and sentence spans."""
-    return {"title": article.title, "source": article.source, "viewpoint": article.viewpoint,
-            "date": article.date, "url": article.url, "path": article.path, "meta": dict(article.meta),
-            "content_hash": article.content_hash, "digest": meta_digest(article), "gen": gen,
-            "parts": max(1, -(-len(article.text) // TEXT_PART)), "n_chunks": n_chunks,
-            "n_sentences": len(spans), "spans": [[int(s.start), int(s.end)] for s in spans],
-            "viewpoint_label": article.group("viewpoint"), "source_label": article.group("source")}
-
-
-def _article_row(article: Article, record: dict, chunk_vectors) -> dict:
-    if len(article.id) > ID_CHARS:
-        raise RagError(f"{article.path}: article id longer than {ID_CHARS} characters")
-    return {"key": article.id, "doc_id": article.id, "gen": record["gen"], "part": 0,
-            "hash": article.content_hash, "viewpoint": record["viewpoint_label"],
-            "by_source": record["source_label"], "text": article.text[:TEXT_PART], "record": record,
-            "vector": _doc_vector(chunk_vectors)}
-
-
-def _article(doc_id: str, text: str, record: dict) -> Article:
-    return Article(id=doc_id, text=text, title=record["title"], source=record["source"],
-                   viewpoint=record["viewpoint"], date=record["date"], url=record["url"], path=record["path"],
-                   meta=record["meta"], content_hash=record["content_hash"])
-
-
-def _doc_vector(chunk_vectors) -> list[float]:
-    """An article's mean chunk vector, normalized (the articles collection's vector)."""
-    mean = np.asarray(chunk_vectors, np.float32).mean(axis=0)
-    return (mean / (np.linalg.norm(mean) or 1.0)).tolist()
-
-
-def _version(meta: dict | None) -> str:
-    return f"v{int(meta['version']):06d}" if meta else ""
