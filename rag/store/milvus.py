@@ -55,6 +55,10 @@ from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, TEXT_PART, 
 
 BATCH = 256  # rows per insert or upsert call
 CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
+# pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
+# allows one ping in 5 minutes without calls and answers more with GOAWAY "too_many_pings",
+# which gRPC prints to stderr while a long build embeds. Ping less often than that.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 360_000}
 
 
 def _reason(err: Exception) -> str:
@@ -78,7 +82,7 @@ class MilvusStore:
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
         try:
-            self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout)
+            self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout, grpc_options=GRPC_OPTIONS)
         except Exception as err:  # pymilvus raises MilvusException for every kind of failure
             raise RagError(f"cannot reach Milvus at {self.address} ({_reason(err)})") from None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rag-milvus")
