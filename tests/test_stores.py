@@ -210,3 +210,23 @@ def test_milvus_errors_are_one_line_and_a_nonzero_exit(milvus_server, hash_embed
         rag.build([SEEDS], index=f"{milvus_server}/hashed", embedder=model, progress=False)
     client.drop_collection("theirs_meta")
     client.close()
+
+
+def test_more_viewpoints_than_columns_keep_the_same_closest_ones(tmp_path, milvus_server, hash_embedder):
+    """Beyond ``max_viewpoints`` sides, both stores keep the sides with the closest passages
+    (Milvus: one search grouped by the partition key) and count the rest."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    topics = ["fishing quotas were cut for trawlers", "fishing boats stayed in port", "the harbour froze over",
+              "wheat prices rose again", "the election was close", "a new bridge opened downtown"]
+    for n, topic in enumerate(topics):
+        _article(corpus, f"side{n}.md", f"Reports say {topic}. Nothing else happened.", viewpoint=f"side{n}")
+    settings = rag.Settings(max_viewpoints=3)
+    answers = []
+    for where in (str(tmp_path / "index"), f"{milvus_server}/many_sides"):
+        rag.build([corpus], index=where, embedder=hash_embedder, progress=False)
+        answers.append(rag.open(where, settings=settings, embedder=hash_embedder).ask("fishing quotas trawlers port"))
+    local, milvus = answers
+    assert len(local.viewpoints) == 3 and local.more_viewpoints == 3
+    assert {v.viewpoint for v in local.viewpoints} >= {"side0", "side1"}
+    assert quotes(milvus) == quotes(local) and milvus.more_viewpoints == 3
