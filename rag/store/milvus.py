@@ -284,8 +284,8 @@ class MilvusStore:
         if not ids:
             return []
         rows = self._call("reading articles", self.client.get, self.name("articles"), ids=list(ids),
-                          output_fields=["doc_id", "text", "record"])
-        records = {r["doc_id"]: (r["text"], r["record"]) for r in rows}
+                          output_fields=["doc_id", "text", "record", "spans"])
+        records = {r["doc_id"]: (r["text"], {**r["record"], "spans": r["spans"]}) for r in rows}
         more = [f"{i}#{rec['gen']}#p{p}" for i, (_, rec) in records.items() for p in range(1, rec["parts"])]
         parts = {}
         for r in self._get_many("articles", more, ["key", "text"]):
@@ -424,7 +424,7 @@ class MilvusStore:
 
         df: Counter = Counter()
         live = {i: old.records[row] for i, row in old.row_of.items()}
-        heads = []
+        heads, pending = [], {"chunks": [], "sentences": [], "articles": []}
         for article in tqdm(plan.write, desc="writing to Milvus", unit="article", leave=False,
                             disable=not progress or len(plan.write) < 50):
             if article.id in plan.embed:
@@ -433,31 +433,44 @@ class MilvusStore:
                 table = [(c.start, c.end, c.first_sentence, c.last_sentence) for c in chunks]
             else:  # metadata or path changed: the stored rows, copied under this generation
                 table, chunk_vectors, sentence_vectors, spans = self._stored_rows(article.id, live[article.id])
-            self._put_article_rows(article, gen, table, chunk_vectors, sentence_vectors)
+            for kind, rows in self._article_rows(article, gen, table, chunk_vectors, sentence_vectors).items():
+                pending[kind] += rows
+            self._flush(pending, BATCH)
             record = layout.record(article, gen, spans, len(table))
-            heads.append(layout.article_row(article, record, chunk_vectors))
+            heads.append(layout.article_row(article, record, chunk_vectors, spans))
             if article.id in plan.embed:  # its chunks are new: their words count, the old ones' no more
                 df.update(layout.chunk_terms(article.text, table))
                 if article.id in live:
                     df.subtract(self._old_terms(article.id, live[article.id]))
             live[article.id] = record
+        self._flush(pending, 1)  # every new row is in before any article switches to it
         for at in range(0, len(heads), BATCH):  # the switch: each article now reads its new rows
             self._call("writing articles", self.client.upsert, self.name("articles"), heads[at:at + BATCH])
-        for doc_id in plan.drop:
-            df.subtract(self._old_terms(doc_id, live[doc_id]))
-            self._call("removing articles", self.client.delete, self.name("articles"), ids=[doc_id])
-            live.pop(doc_id)
-        for doc_id in [a.id for a in plan.write] + list(plan.drop):
-            keep = live[doc_id]["gen"] if doc_id in live else -1
-            for kind in ("chunks", "sentences", "articles"):
-                self._call(f"removing {kind}", self.client.delete, self.name(kind),
-                           filter=f"doc_id == {json.dumps(doc_id)} and gen != {keep}")
+        dropped = sorted(plan.drop)
+        for doc_id in dropped:
+            df.subtract(self._old_terms(doc_id, live.pop(doc_id)))
+        # The replaced rows (and any a dead writer left for these ids), a few calls in all:
+        # a delete by expression scans the collection, so never one per article.
+        written = [a.id for a in plan.write]
+        for ids, keep in ((written, f" and gen != {gen}"), (dropped, "")):
+            for at in range(0, len(ids), 512):
+                where = f"doc_id in {json.dumps(ids[at:at + 512], ensure_ascii=False)}{keep}"
+                for kind in ("chunks", "sentences", "articles"):
+                    self._call(f"removing {kind}", self.client.delete, self.name(kind), filter=where)
         self._update_terms(df, meta)
         groups = {by: dict(Counter(rec[by + "_label"] for rec in live.values())) for by in GROUP_FIELDS}
         return {"articles": len(live), "chunks": sum(r["n_chunks"] for r in live.values()),
-                "sentences": len(tuple(s for r in live.values() for s in r["spans"])), "groups": groups}
+                "sentences": sum(r["n_sentences"] for r in live.values()), "groups": groups}
 
-    def _put_article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors) -> None:
+    def _flush(self, pending: dict[str, list], least: int) -> None:
+        """Upsert the pending rows of each collection, ``BATCH`` a call, while ``least`` are waiting."""
+        for kind, rows in pending.items():
+            while rows and len(rows) >= least:
+                self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[:BATCH])
+                del rows[:BATCH]
+
+    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors) -> dict:
+        """An article's new rows under generation ``gen``: chunks, sentences, text parts after the first."""
         key = f"{article.id}#{gen}"
         labels = {"viewpoint": article.group("viewpoint"), "by_source": article.group("source")}
         day = iso_day(article.date)
@@ -470,10 +483,9 @@ class MilvusStore:
         parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
         texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
                   "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
-                  "record": {}, "vector": layout.doc_vector(chunk_vectors)} for n, part in enumerate(parts, 1)]
-        for kind, rows in (("chunks", chunks), ("sentences", sentences), ("articles", texts)):
-            for at in range(0, len(rows), BATCH):
-                self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[at:at + BATCH])
+                  "record": {}, "spans": [], "vector": layout.doc_vector(chunk_vectors)}
+                 for n, part in enumerate(parts, 1)]
+        return {"chunks": chunks, "sentences": sentences, "articles": texts}
 
     def _stored_rows(self, doc_id: str, record: dict):
         """An article's stored chunk table, chunk vectors, sentence vectors and spans."""
@@ -485,9 +497,11 @@ class MilvusStore:
         sentences = sorted(self._call("reading sentences", self.client.query, self.name("sentences"),
                                       filter=expr, output_fields=["idx", "vector"], consistency_level=CONSISTENCY),
                            key=lambda r: r["idx"])
+        [head] = self._call("reading articles", self.client.get, self.name("articles"), ids=[doc_id],
+                            output_fields=["spans"])
         table = [(c["span_start"], c["span_end"], c["first_sentence"], c["last_sentence"]) for c in chunks]
         return (table, np.array([c["vector"] for c in chunks], np.float32),
-                np.array([s["vector"] for s in sentences], np.float32), tuple(Span(*s) for s in record["spans"]))
+                np.array([s["vector"] for s in sentences], np.float32), tuple(Span(*s) for s in head["spans"]))
 
     def _old_terms(self, doc_id: str, record: dict) -> Counter:
         rows = self._call("reading chunks", self.client.query, self.name("chunks"),

@@ -128,7 +128,7 @@ def fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
     if kind == "articles":
         return {**key, **owner, "part": ("INT64", {}), "hash": ("VARCHAR", {"max_length": 64}),
                 "viewpoint": ("VARCHAR", label), "by_source": ("VARCHAR", label),
-                "text": ("VARCHAR", {"max_length": 65535}), "record": ("JSON", {}), **vector}
+                "text": ("VARCHAR", {"max_length": 65535}), "record": ("JSON", {}), "spans": ("JSON", {}), **vector}
     if kind == "chunks":
         return {**key, **owner, "viewpoint": ("VARCHAR", {**label, "is_partition_key": True}),
                 "by_source": ("VARCHAR", label), "source": ("VARCHAR", label),
@@ -146,22 +146,23 @@ def fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
 
 
 def record(article: Article, gen: int, spans, n_chunks: int) -> dict:
-    """An article's row record: its metadata, live generation and sentence spans."""
+    """An article's row record: its metadata, live generation and counts (what a writer plans
+    from, read for every article by each write: its sentence spans are a field of their own)."""
     return {"title": article.title, "source": article.source, "viewpoint": article.viewpoint,
             "date": article.date, "url": article.url, "path": article.path, "meta": dict(article.meta),
             "content_hash": article.content_hash, "digest": meta_digest(article), "gen": gen,
             "parts": max(1, -(-len(article.text) // TEXT_PART)), "n_chunks": n_chunks,
-            "n_sentences": len(spans), "spans": [[int(s.start), int(s.end)] for s in spans],
+            "n_sentences": len(spans),
             "viewpoint_label": article.group("viewpoint"), "source_label": article.group("source")}
 
 
-def article_row(article: Article, record: dict, chunk_vectors) -> dict:
+def article_row(article: Article, record: dict, chunk_vectors, spans) -> dict:
     if len(article.id) > ID_CHARS:
         raise RagError(f"{article.path}: article id longer than {ID_CHARS} characters")
     return {"key": article.id, "doc_id": article.id, "gen": record["gen"], "part": 0,
             "hash": article.content_hash, "viewpoint": record["viewpoint_label"],
             "by_source": record["source_label"], "text": article.text[:TEXT_PART], "record": record,
-            "vector": doc_vector(chunk_vectors)}
+            "spans": [[int(s.start), int(s.end)] for s in spans], "vector": doc_vector(chunk_vectors)}
 
 
 def article_of(doc_id: str, text: str, record: dict) -> Article:
