@@ -212,9 +212,14 @@ def test_milvus_errors_are_one_line_and_a_nonzero_exit(milvus_server, hash_embed
     client.close()
 
 
-def test_more_viewpoints_than_columns_keep_the_same_closest_ones(tmp_path, milvus_server, hash_embedder):
+def test_more_viewpoints_than_columns_keep_the_same_closest_ones(tmp_path, milvus_server, hash_embedder,
+                                                                 monkeypatch):
     """Beyond ``max_viewpoints`` sides, both stores keep the sides with the closest passages
-    (Milvus: one search grouped by the partition key) and count the rest."""
+    (Milvus: one search grouped by the partition key) and count the rest. The Milvus build
+    flushes (as a build of FLUSH_AT articles does): answers from sealed segments are the same."""
+    from rag.store import milvus
+
+    monkeypatch.setattr(milvus, "FLUSH_AT", 1)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     topics = ["fishing quotas were cut for trawlers", "fishing boats stayed in port", "the harbour froze over",
