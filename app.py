@@ -3,6 +3,7 @@ verbatim quotes, open any citation at the quoted span, and manage the corpus.
 
     python app.py                      # http://127.0.0.1:7860, builds index/ from seeds/ first
     python app.py --index my-index --host 0.0.0.0 --password s3cret
+    python app.py --store milvus://127.0.0.1:19530   # a Milvus server instead of a folder
 
 All answering is ``rag``'s; app_render.py turns its records into HTML (escaping
 everything untrusted), this file checks input, calls the library and lays out the page.
@@ -362,9 +363,10 @@ def build_demo(app: App) -> gr.Blocks:
 # ---- start ------------------------------------------------------------------------
 
 
-def open_index(folder: Path) -> rag.Index:
-    """Open ``folder``; on first run, build it from seeds/ (with progress bars) first."""
-    if not (folder / "CURRENT").exists():
+def open_index(folder: str | Path) -> rag.Index:
+    """Open ``folder`` (or a ``milvus://`` store); on first run, build it from seeds/
+    (with progress bars) first."""
+    if not rag.Index(folder).exists():
         print(f"app: no index at {folder}: building it from {ROOT / 'seeds'} (first run only)…", file=sys.stderr)
         rag.build([ROOT / "seeds"], index=folder, progress=True)
     try:
@@ -379,7 +381,9 @@ def open_index(folder: Path) -> rag.Index:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="app.py", description="The Viewpoints web app.")
-    p.add_argument("--index", default="index", help="index folder (default: index; built from seeds/ if absent)")
+    p.add_argument("--index", "--store", dest="index", default=os.environ.get("RAG_STORE") or "index",
+                   help="index folder, or a Milvus server: milvus://HOST:PORT[/PREFIX] (default: $RAG_STORE, "
+                   "else index; built from seeds/ if empty)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
                    help="address to serve on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
@@ -396,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Gradio serves only its upload folder: make it a private one of ours.
     upload_dir = os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="rag-app-"))
     try:
-        ix = open_index(Path(args.index))
+        ix = open_index(args.index)
     except rag.RagError as err:
         sys.exit(f"app: error: {err}")
     app = App(ix, upload_dir, password=args.password, local=args.host in LOCAL_HOSTS)

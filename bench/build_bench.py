@@ -48,11 +48,11 @@ def version_mb(snap) -> float:
 def texts_of(index, slice_path: Path) -> list[str]:
     """The texts a full build sends through the model: its chunks, and with
     ``sentence_vectors="separate"`` (or an embedder that cannot pool) every sentence too."""
-    from rag.build import _chunk_all, sentence_mode
+    from rag.build import chunk_all, sentence_mode
     from rag.ingest import load
 
     articles = load([slice_path], FIELDS).articles
-    fresh = _chunk_all(articles, index.embedder, index.settings, progress=False)
+    fresh = chunk_all(articles, index.embedder, index.settings, progress=False)
     separate = sentence_mode(index.settings, index.embedder) == "separate"
     texts = []
     for a in articles:

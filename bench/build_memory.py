@@ -134,7 +134,7 @@ def model_child(n_articles: int) -> None:
     embedder = OnnxMiniLM(quantized=True)
     folder = Path(tempfile.mkdtemp(prefix="rag-mem-model-"))
     articles = load([corpus_slice(n_articles, folder)], {"id": "ID", **FIELDS}).articles
-    fresh = build._chunk_all(articles, embedder, Settings(), progress=False)
+    fresh = build.chunk_all(articles, embedder, Settings(), progress=False)
     embedder._truncating_tokenizer  # noqa: B018 - loaded in the base, like the stand-in's
     base = rss()
     started = time.perf_counter()
@@ -170,7 +170,7 @@ def main() -> None:
 
     phases = Phases()
     phases.wrap(engine, "load", "load articles")
-    phases.wrap(build, "_chunk_all", "chunk")
+    phases.wrap(build, "chunk_all", "chunk")
     phases.wrap(build, "embed_articles", "embed (stand-in)")
     phases.wrap(assemble, "_new_part", "assemble: new part")
     phases.wrap(commit, "write", "write segment + commit")

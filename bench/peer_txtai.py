@@ -98,14 +98,14 @@ def chunk_records(paths: list[Path], fields: dict | None = None, embedder=None) 
     (rag.chunk with the embedder's tokenizer and the default Settings), one record
     each: the text txtai is handed, with its article id and viewpoint."""
     import rag
-    from rag.build import _chunk_all
+    from rag.build import chunk_all
     from rag.embedders import make_embedder
     from rag.ingest import load
 
     settings = rag.Settings()
     embedder = embedder or make_embedder("onnx-int8")
     articles = load(paths, fields).articles
-    cut = _chunk_all(articles, embedder, settings, progress=False)
+    cut = chunk_all(articles, embedder, settings, progress=False)
     return [{"id": f"{a.id}#{i}", "article": a.id, "viewpoint": a.group(settings.group_by),
              "text": a.text[c.start:c.end]}
             for a in articles for i, c in enumerate(cut[a.id][1])]

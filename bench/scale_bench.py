@@ -88,11 +88,11 @@ def main() -> None:
     first_ask_s = time.perf_counter() - started
     real = make_embedder("onnx-int8")
     real.encode(["warm up"])
-    from rag.build import _chunk_all
+    from rag.build import chunk_all
     from rag.ingest import load
 
     one = load([article]).articles[0]
-    sentences, chunks = _chunk_all([one], real, rag.Settings(), False)[one.id]
+    sentences, chunks = chunk_all([one], real, rag.Settings(), False)[one.id]
     texts = [one.text[c.start:c.end] for c in chunks] + [one.text[s.start:s.end] for s in sentences]
     started = time.perf_counter()
     real.encode(texts)

@@ -119,7 +119,7 @@ def execute(root: Path, old: Catalog, the_plan: Plan, embedder: Embedder,
     rows that changed are written (assemble.py), and the old segments named in
     ``rewrite``. Returns (version, chunk count)."""
     todo = [a for a in the_plan.write if a.id in the_plan.embed]
-    fresh = _chunk_all(todo, embedder, settings, progress)
+    fresh = chunk_all(todo, embedder, settings, progress)
     vectors = embed_articles(todo, fresh, embedder, settings, progress)
     old.check()  # what the catalog did not read passed its checksums: never build on a damaged version
     manifest = {"model": embedder.name, "dim": embedder.dim,
@@ -228,7 +228,7 @@ def _embed_from_chunks(articles: Sequence[Article], fresh: dict, embedder: Embed
         at += len(chunks)
 
 
-def _chunk_all(articles: Iterable[Article], embedder: Embedder, settings: Settings,
+def chunk_all(articles: Iterable[Article], embedder: Embedder, settings: Settings,
                progress: bool) -> dict[str, tuple[tuple[Span, ...], tuple]]:
     from tqdm.auto import tqdm
 
@@ -254,14 +254,19 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def require_articles(loaded: Loaded, mode: str) -> None:
+    """A build or add with no readable article is an error (naming the first rejected files)."""
+    if mode not in ("remove", "upgrade") and not loaded.articles:
+        reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
+        raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
+
+
 def run(root: Path, loaded: Loaded, embedder: Embedder, settings: Settings, mode: str,
         remove: Sequence[str] = (), full: bool = False, dry_run: bool = False,
         progress: bool = True, wait: float = 0.0, current: store.Snapshot | None = None) -> BuildReport:
     """Plan and write one update under the writer lock. ``current`` is a version
     the caller already has in memory: the segments it holds are not read again."""
-    if mode not in ("remove", "upgrade") and not loaded.articles:
-        reasons = "; ".join(f"{r.path}: {r.reason}" for r in loaded.rejected[:3])
-        raise EmptyCorpus("no article to index" + (f" ({reasons})" if reasons else ""))
+    require_articles(loaded, mode)
     with commit.writer_lock(root, wait=wait):
         # A version in memory, or else the catalogs alone, when they will do; if the
         # catalog's check finds damage, the careful way loads the last good version.

@@ -61,6 +61,15 @@ class Index:
                            "snapshot in memory")
         return self.store.snapshot()
 
+    def exists(self) -> bool:
+        """Whether an index was ever written here (a broken one included: opening says how)."""
+        return self.store.exists()
+
+    def require(self) -> None:
+        """Raise, with one clear line, unless a usable index is here (right model and dimension;
+        for Milvus: the server answers and the collections are rag's)."""
+        self.store.require()
+
     def ask(self, question: str, history: Sequence[str] = (), k: int | None = None,
             group_by: str | None = None, filters: Filters | None = None) -> Answer:
         """Answer ``question`` per viewpoint with verbatim, cited quotes.
@@ -201,19 +210,22 @@ def _one_blas_thread():
 
 def open(index: str | os.PathLike = "index", settings: Settings | None = None,
          embedder: Embedder | None = None) -> Index:
-    """Open an index folder for questions (the model loads on the first question).
+    """Open an index for questions (the model loads on the first question): a folder,
+    or a Milvus server, ``milvus://HOST:PORT[/PREFIX]``.
 
-    >>> ix = rag.open("index")  # doctest: +SKIP
+    >>> ix = rag.open("index")                          # doctest: +SKIP
+    >>> ix = rag.open("milvus://127.0.0.1:19530/news")  # doctest: +SKIP
     """
     ix = Index(index, settings, embedder)
-    ix.snapshot()  # fail now, with a clear message, if there is no usable index
+    ix.require()  # fail now, with a clear message, if there is no usable index
     return ix
 
 
 def build(paths: Iterable[str | os.PathLike] = ("seeds",), index: str | os.PathLike = "index",
           fields: Mapping[str, str] | None = None, full: bool = False, settings: Settings | None = None,
           embedder: Embedder | None = None, progress: bool = True) -> BuildReport:
-    """Index the articles under ``paths`` into ``index`` (only new or changed ones are embedded).
+    """Index the articles under ``paths`` into ``index``, a folder or ``milvus://HOST:PORT[/PREFIX]``
+    (only new or changed articles are embedded).
 
     >>> report = rag.build(["seeds"], index="index")  # doctest: +SKIP
     >>> report.added                                  # doctest: +SKIP

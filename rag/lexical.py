@@ -166,6 +166,15 @@ def of_terms(terms: Terms) -> Lexical:
     return Lexical(bm25, dict(zip(terms.vocab, bm25.idf.tolist())), bm25.idf_of_count(0, max(len(terms), 1)), terms)
 
 
+def from_frequencies(frequencies: dict[str, int], n_docs: int) -> Lexical:
+    """Term weights alone, from document frequencies, for a store that ranks by BM25
+    elsewhere (Milvus): the idf of each word, by bm25s's formula, as ``of_terms`` has it."""
+    scorer = _counts_bm25()()
+    n = max(n_docs, 1)
+    return Lexical(None, {t: scorer.idf_of_count(df, n) for t, df in frequencies.items()},
+                   scorer.idf_of_count(0, n), None)
+
+
 @functools.lru_cache(maxsize=1)
 def _counts_bm25():
     """bm25s's BM25 class, indexed from stored term counts (imported on first use:

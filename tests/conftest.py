@@ -57,6 +57,52 @@ def writable_seed_index(seed_index_dir, tmp_path) -> Path:
     return target
 
 
+STORES = ("local", "milvus")  # the two backends every contract test runs on
+_prefixes = iter(range(1, 1 << 30))
+
+
+@pytest.fixture(scope="session")
+def milvus_seed_store(milvus_server, model) -> str:
+    """The seed corpus indexed with the real model on the test Milvus server
+    (read-only: build a fresh prefix to change one)."""
+    import rag
+
+    uri = f"{milvus_server}/seeds"
+    rag.build([SEEDS], index=uri, embedder=model, progress=False)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def milvus_seed_index(milvus_seed_store, model):
+    import rag
+
+    return rag.open(milvus_seed_store, embedder=model)
+
+
+@pytest.fixture(params=STORES)
+def any_seed_index(request):
+    """The seed index on each backend in turn: the local folder, then the Milvus server."""
+    return request.getfixturevalue("seed_index" if request.param == "local" else "milvus_seed_index")
+
+
+@pytest.fixture(params=STORES)
+def empty_store(request, tmp_path) -> str:
+    """Where a test may build an index of its own, on each backend in turn: a new folder,
+    or a new collection prefix on the test Milvus server."""
+    if request.param == "local":
+        return str(tmp_path / "index")
+    return f"{request.getfixturevalue('milvus_server')}/t{next(_prefixes)}"
+
+
+@pytest.fixture()
+def writable_seed_store(empty_store, model) -> str:
+    """A private seed index on each backend (built with the real model) that a test may change."""
+    import rag
+
+    rag.build([SEEDS], index=empty_store, embedder=model, progress=False)
+    return empty_store
+
+
 def require_shared_data(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

@@ -18,14 +18,21 @@ GOOD = "---\ntitle: Fishing\nviewpoint: neutral\n---\nFishing quotas were cut ag
 
 
 @pytest.fixture()
-def ix(tmp_path, hash_embedder):
-    """The seeds, indexed with the hash embedder; the ids and hashes it holds."""
+def ix(empty_store, hash_embedder):
+    """The seeds, indexed with the hash embedder, on each store in turn (a folder, Milvus)."""
+    rag.build([SEEDS], index=empty_store, embedder=hash_embedder, progress=False)
+    return rag.Index(empty_store, embedder=hash_embedder)
+
+
+@pytest.fixture()
+def local_ix(tmp_path, hash_embedder):
     rag.build([SEEDS], index=tmp_path / "index", embedder=hash_embedder, progress=False)
     return rag.Index(tmp_path / "index", embedder=hash_embedder)
 
 
 def held(ix):
-    return {a.id: a.content_hash for a in ix.snapshot().articles}
+    """The ids and content hashes the index holds."""
+    return {a.id: a.content_hash for a in ix.articles()}
 
 
 def add_with_bad(ix, tmp_path, name, data):
@@ -146,7 +153,8 @@ def test_invisible_characters_are_stripped_before_chunking_and_hashing(ix, tmp_p
     assert ix.article("plain").text == plain
 
 
-def test_text_without_punctuation_is_split_into_model_windows(ix, tmp_path, hash_embedder):
+def test_text_without_punctuation_is_split_into_model_windows(local_ix, tmp_path, hash_embedder):
+    ix = local_ix  # chunking is the store's input: its rows are read from the local snapshot
     words = " ".join(f"word{i}" for i in range(2000))  # one 2000-token "sentence"
     (tmp_path / "run-on.txt").write_text(words, encoding="utf-8")
     ix.add([tmp_path / "run-on.txt"], progress=False)
@@ -201,11 +209,11 @@ def test_symlinks_are_not_followed_outside_the_folder(ix, tmp_path):
 
 def test_a_batch_of_only_bad_files_is_one_error_and_keeps_the_index(ix, tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"\x00\x01")
-    version, before = store.current_version(ix.root), held(ix)
+    version, before = ix.stats()["version"], held(ix)
     with pytest.raises(EmptyCorpus) as err:
         ix.add([tmp_path / "bad.txt"], progress=False)
     assert str(tmp_path / "bad.txt") in str(err.value) and "\n" not in str(err.value)
-    assert store.current_version(ix.root) == version and held(ix) == before
+    assert ix.stats()["version"] == version and held(ix) == before
 
 
 @pytest.mark.slow

@@ -354,3 +354,40 @@ def test_the_readme_gradio_client_example_returns_the_contract_json(server):
         for a in view["answers"]:
             assert set(a) >= {"text", "score", "doc_id", "title", "source", "start", "end", "passage"}
             assert a["text"] == ix.article(a["doc_id"]).text[a["start"]:a["end"]]
+
+
+def test_the_app_on_milvus_builds_answers_cites_and_takes_an_upload(browser, milvus_server, tmp_path_factory):
+    """`python app.py --store milvus://…` on an empty collection prefix: it builds the seeds
+    into Milvus on first start, answers side by side, opens a citation, and indexes an upload
+    into Milvus that the next question cites."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found: `make browser` (or apt-get install chromium) installs it")
+    store = f"{milvus_server}/app"
+    server = Server(tmp_path_factory.mktemp("milvus-app"), index=store)
+    page = None
+    try:
+        server.wait_ready()
+        assert any("building it from" in line for line in server.log)
+        assert sorted(rag.Index(store).stats()["viewpoints"]) == SEED_VIEWPOINTS
+        page = open_page(browser, server.url)
+        reply = ask(page, "What did Putin agree to on the ceasefire?")
+        for viewpoint in SEED_VIEWPOINTS:
+            assert column(reply, viewpoint).locator("blockquote").first.is_visible()
+        quote = column(reply, SEED_VIEWPOINTS[0]).locator("blockquote").first.inner_text().strip("“”")
+        assert open_citation(page, column(reply, SEED_VIEWPOINTS[0]).locator("a.cite").first).inner_text() == quote
+        article = tmp_path_factory.mktemp("upload") / "ferry strike.md"
+        article.write_text("Baltic ferry crews strike\n\nThe Baltic ferry crews went on strike over unpaid "
+                           "overtime on Monday. The ferry operator offered a bonus that the crews refused.\n")
+        upload(page, server, article, "maritime", "Harbour Times")
+        assert rag.Index(store).article("ferry-strike").source == "Harbour Times"  # in Milvus, not a folder
+        links = column(ask(page, "Why did the Baltic ferry crews strike?"), "maritime").locator("a.cite")
+        assert links.count() >= 1 and links.first.inner_text() == "Baltic ferry crews strike"
+    except BaseException:
+        if page is not None:
+            OUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(OUT / "milvus-app.png"), full_page=True)
+        raise
+    finally:
+        if page is not None:
+            page.close()
+        server.stop()

@@ -73,6 +73,10 @@ class LocalStore:
             raise RagError(f"{self.root}: built with {model} ({dim}-d) but asked with "
                            f"{self.model[0]} ({self.model[1]}-d); rebuild with rag build --full")
 
+    def require(self) -> None:
+        """Load the live version now: a missing, damaged or other-model index raises here."""
+        self.snapshot()
+
     def retrieve(self, vector: np.ndarray, text: str, terms: frozenset[str], by: str,
                  filters: Filters | None, settings: Settings) -> Found:
         """Each viewpoint's best passages for the query ``vector`` and ``text``."""

@@ -1,0 +1,532 @@
+"""The Milvus store: the same index on a Milvus server or cluster, named
+``milvus://HOST:PORT[/PREFIX]`` (pymilvus's ``MilvusClient``).
+
+Five collections, ``PREFIX_...``:
+
+- ``chunks``: a passage's content words, as ``lexical.tokens`` finds them
+  (stemmed, stop words dropped, space-separated: Milvus's analyzer then splits
+  them as they are and its BM25 function fills a sparse vector from them, so the
+  server ranks the words the local store ranks), its dense vector, its span and sentence range, and
+  the article's viewpoint (the partition key), source label, source and day;
+- ``sentences``: each sentence's vector (pooled as locally), by article and index;
+- ``articles``: each article's text (in parts: a VARCHAR holds 64 KB), sentence
+  spans and metadata, and a document vector (Milvus wants one in every collection);
+- ``terms``: how many chunks hold each word (lexical.tokens), for the answer
+  scorer's term weights; ``meta``: model, chunking, counts, viewpoints.
+
+Retrieval runs on the server: per viewpoint, one ``hybrid_search`` of the dense
+and the BM25 ranking, fused by reciprocal rank as locally, the filters as
+expressions. The articles hit are then fetched (text, spans, the sentence
+vectors around each passage) into a small ``Snapshot``, and the answer stage
+runs on it unchanged. An app server holds no state: replicate it freely.
+
+Writes are planned as locally (build.plan: by content hash, only new or
+changed articles embedded). Every row a write adds carries that write's
+generation number in its key; an article's row in ``articles`` names its live
+generation and is written after its chunks and sentences, and readers skip any
+chunk of another generation: a writer that dies mid-write leaves each article
+either as it was or wholly new. Rows of replaced generations are deleted
+after the switch. Reads are Strong: a question sees the write before it.
+
+The collections' fields, the rows an article becomes and the filter expressions
+are in milvus_schema.py; this module talks to the server.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import milvus_schema as layout
+from ..build import chunk_all, chunk_settings, embed_articles, plan as plan_update, require_articles
+from ..dates import iso_day
+from ..errors import IndexCorrupt, IndexMissing, RagError
+from ..lexical import from_frequencies, tokens
+from ..retrieve import DEPTH, RRF_K, Filters, Found, Passage
+from ..settings import Settings
+from ..types import Article, BuildReport, Span
+from .index import Snapshot
+from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, TEXT_PART, Stored, filter_expr, parse
+
+BATCH = 256  # rows per insert or upsert call
+CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
+# A write of this many articles or more flushes: its rows leave the server's growing segment
+# (milvus-lite scores BM25 there by rebuilding its index on every search: a question on 100
+# AllSides articles took 0.76 s unflushed, 0.28 s flushed, same answers) for sealed segments
+# that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
+FLUSH_AT = 20
+# pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
+# allows one ping in 5 minutes without calls and answers more with GOAWAY "too_many_pings",
+# which gRPC prints to stderr while a long build embeds. Ping less often than that.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 360_000}
+
+
+def _reason(err: Exception) -> str:
+    return str(getattr(err, "message", "") or err).strip().splitlines()[0] if str(err) else type(err).__name__
+
+
+class MilvusStore:
+    """An index on a Milvus server: see the module's docstring."""
+
+    def __init__(self, uri: str, timeout: float = 10.0):
+        self.uri = uri
+        self.address, self.prefix = parse(uri)
+        self.model: tuple[str, int] | None = None  # (name, dim) questions are embedded with
+        self.timeout = timeout
+        try:
+            from pymilvus import MilvusClient
+        except ImportError as err:
+            raise RagError(f"{uri}: a Milvus store needs pymilvus ({err}); pip install -e '.[milvus]'") from None
+        # After the import, which configures pymilvus's loggers: its RPC errors become our one
+        # line, and its iterator's notes (server-side timestamps) are no news to a user.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+        try:
+            self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout, grpc_options=GRPC_OPTIONS)
+        except Exception as err:  # pymilvus raises MilvusException for every kind of failure
+            raise RagError(f"cannot reach Milvus at {self.address} ({_reason(err)})") from None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rag-milvus")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def name(self, kind: str) -> str:
+        return f"{self.prefix}_{kind}"
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """A client call whose failure becomes one line naming the server and what failed."""
+        try:
+            return fn(*args, **kwargs)
+        except RagError:
+            raise
+        except Exception as err:
+            raise RagError(f"{self.uri}: {what} failed ({_reason(err)})") from None
+
+    # ---- the collections --------------------------------------------------------
+
+    def exists(self) -> bool:
+        return bool(self._call("listing collections", self.client.has_collection, self.name("meta")))
+
+    def _meta(self) -> dict | None:
+        """The meta row, or None when this prefix holds no index; a clear error for
+        collections that are not rag's."""
+        if not self.exists():
+            return None
+        self._check_schema()
+        rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"],
+                          output_fields=["value"])
+        if not rows:
+            raise IndexCorrupt(f"{self.uri}: {self.name('meta')} has no manifest row; rebuild with "
+                               f"rag build --full --store {self.uri}")
+        return dict(rows[0]["value"])
+
+    def _live_meta(self) -> dict:
+        meta = self._meta()
+        if meta is None:
+            raise IndexMissing(f"{self.uri}: no index here (no collection {self.name('meta')}); "
+                               f"build one with rag build PATHS --store {self.uri}")
+        if self.model is not None and (meta.get("model"), meta.get("dim")) != self.model:
+            raise RagError(f"{self.uri}: built with {meta.get('model')} ({meta.get('dim')}-d) but asked with "
+                           f"{self.model[0]} ({self.model[1]}-d); rebuild with rag build --full")
+        return meta
+
+    def require(self) -> None:
+        """The server answers, the collections are rag's and were built with this model."""
+        self._live_meta()
+
+    def _check_schema(self) -> None:
+        for kind in sorted(KINDS, key=lambda kind: kind != "meta"):  # meta first: it says whose they are
+            name = self.name(kind)
+            try:
+                fields = {f["name"] for f in self.client.describe_collection(name)["fields"]}
+            except Exception as err:
+                raise RagError(f"{self.uri}: collection {name} is missing or unreadable ({_reason(err)}); "
+                               f"rebuild with rag build --full --store {self.uri}") from None
+            missing = sorted(set(layout.fields(kind)) - fields)
+            if missing:
+                raise IndexCorrupt(f"{self.uri}: collection {name} is not a rag {kind} collection (no field "
+                                   f"{missing[0]!r}); name another prefix: milvus://{self.address}/OTHER")
+
+    def built_with(self) -> str | None:
+        try:
+            meta = self._meta()
+        except RagError:
+            return None
+        return meta.get("model") if meta else None
+
+    def _create(self, dim: int, meta: dict) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        for kind in KINDS:
+            name = self.name(kind)
+            if self.client.has_collection(name):
+                continue
+            schema = self.client.create_schema(auto_id=False)
+            index = self.client.prepare_index_params()
+            for field, (kind_of, options) in layout.fields(kind, dim).items():
+                schema.add_field(field, getattr(DataType, kind_of), **options)
+                if kind_of == "FLOAT_VECTOR":
+                    index.add_index(field, index_type="AUTOINDEX", metric_type="IP")
+            if kind == "chunks":
+                schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                             input_field_names=["words"], output_field_names=["sparse"]))
+                index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+                                params=BM25_PARAMS)
+            self._call(f"creating {name}", self.client.create_collection, name, schema=schema,
+                       index_params=index, consistency_level=CONSISTENCY)
+        self._put_meta(meta)
+
+    def _put_meta(self, meta: dict) -> None:
+        self._call("writing meta", self.client.upsert, self.name("meta"),
+                   [{"key": "manifest", "value": meta, "vector": [0.0, 0.0]}])
+
+    # ---- reading ----------------------------------------------------------------
+
+    def retrieve(self, vector: np.ndarray, text: str, terms: frozenset[str], by: str,
+                 filters: Filters | None, settings: Settings) -> Found:
+        """Each viewpoint's best passages, searched on the server; the articles they
+        come from fetched into a small snapshot for the answer stage."""
+        meta = self._live_meta()
+        where = filter_expr(filters)
+        groups = self._groups(by, meta)
+        labels = list(groups)
+        field = GROUP_FIELDS.get(by)
+        if field is not None and len(labels) > settings.max_viewpoints:
+            labels = self._best_groups(vector, field, where, labels, settings.max_viewpoints)
+        searches = [self._pool.submit(self._search, vector, text, groups[label] + (f" and {where}" if where else ""),
+                                      settings.passages) for label in labels]
+        hits = {label: s.result() for label, s in zip(labels, searches)}
+        if len(hits) > settings.max_viewpoints:  # grouped by another field: the sides with the closest passages
+            closest = {label: max((layout.cosine(h, vector) for h in side), default=-2.0)
+                       for label, side in hits.items()}
+            best = sorted(hits, key=lambda label: -closest[label])
+            hits = {label: hits[label] for label in best[:settings.max_viewpoints]}
+        snap, sides = self._snapshot(hits, vector, meta)
+        frequencies = self._frequencies(sorted(terms))
+        return Found(snap, from_frequencies(frequencies, int(meta["chunks"])), sides, len(groups) - len(sides))
+
+    def _groups(self, by: str, meta: dict) -> dict[str, str]:
+        """Each viewpoint label of field ``by`` and the expression that selects its chunks.
+        The viewpoint and the source label are fields of every chunk (the viewpoint is the
+        partition key); another metadata field is read from every article's record, so
+        grouping by it costs a scan of the articles per question."""
+        field = GROUP_FIELDS.get(by)
+        if field is not None:
+            return {label: f"{field} == {json.dumps(label, ensure_ascii=False)}"
+                    for label, n in meta["groups"][by].items() if n > 0}
+        members: dict[str, list[str]] = {}
+        for article in self.articles():
+            members.setdefault(article.group(by), []).append(article.id)
+        return {label: f"doc_id in {json.dumps(ids, ensure_ascii=False)}" for label, ids in members.items()}
+
+    def _search(self, vector: np.ndarray, text: str, expr: str, k: int) -> list[dict]:
+        from pymilvus import AnnSearchRequest, RRFRanker
+
+        fields = ["doc_id", "gen", "span_start", "span_end", "first_sentence", "last_sentence", "vector"]
+        dense = AnnSearchRequest(data=[vector.tolist()], anns_field="vector", param={"metric_type": "IP"},
+                                 limit=DEPTH * k, expr=expr)
+        words = " ".join(tokens(text))
+        if not words:  # no word BM25 could match: dense alone
+            found = self._call("searching", self.client.search, self.name("chunks"), data=[vector.tolist()],
+                               anns_field="vector", filter=expr, limit=k, output_fields=fields,
+                               consistency_level=CONSISTENCY)
+        else:
+            lexical = AnnSearchRequest(data=[words], anns_field="sparse", param={"metric_type": "BM25"},
+                                       limit=DEPTH * k, expr=expr)
+            found = self._call("searching", self.client.hybrid_search, self.name("chunks"), [dense, lexical],
+                               RRFRanker(RRF_K), limit=2 * k, output_fields=fields, consistency_level=CONSISTENCY)
+            return layout.fused_order([h["entity"] | {"fused": h["distance"]} for h in found[0]], vector)[:k]
+        return [h["entity"] for h in found[0]]
+
+    def _best_groups(self, vector: np.ndarray, field: str, where: str, labels: list[str], n: int) -> list[str]:
+        """The ``n`` groups whose best passage is closest: one grouped search."""
+        found = self._call("searching", self.client.search, self.name("chunks"), data=[vector.tolist()],
+                           anns_field="vector", filter=where, limit=n, group_by_field=field, group_size=1,
+                           output_fields=[field], consistency_level=CONSISTENCY)
+        best = [h["entity"][field] for h in found[0]]
+        return best + [label for label in labels if label not in best][:n - len(best)]
+
+    def _snapshot(self, hits: dict[str, list[dict]], vector: np.ndarray, meta: dict
+                  ) -> tuple[Snapshot, dict[str, list[Passage]]]:
+        """The articles ``hits`` point into, as a Snapshot; each side's passages in it.
+        A hit of another generation than its article's live one (a write under way,
+        or one that died) is skipped."""
+        ids = list(dict.fromkeys(h["doc_id"] for side in hits.values() for h in side))
+        articles = {a.id: (a, record) for a, record in self._articles(ids)}
+        order = [i for i in ids if i in articles]
+        row_of = {doc_id: row for row, doc_id in enumerate(order)}
+        chunks, sides, wanted = [], {}, {}
+        for label, side in hits.items():
+            passages = []
+            for hit in side:
+                stored = articles.get(hit["doc_id"])
+                if stored is None or stored[1]["gen"] != hit["gen"]:
+                    continue
+                n = stored[1]["n_sentences"]
+                chunks.append((row_of[hit["doc_id"]], hit["span_start"], hit["span_end"],
+                               hit["first_sentence"], hit["last_sentence"]))
+                wanted.setdefault(hit["doc_id"], set()).update(
+                    range(max(hit["first_sentence"] - 1, 0), min(hit["last_sentence"] + 2, n)))
+                passages.append(Passage(len(chunks) - 1, layout.cosine(hit, vector), len(passages) + 1))
+            if passages:
+                sides[label] = passages
+        spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
+        starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
+        vectors = np.zeros((int(starts[-1]), int(meta["dim"])), np.float16)
+        for doc_id, idx, vec in self._sentence_vectors(articles, wanted):
+            vectors[starts[row_of[doc_id]] + idx] = vec
+        snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
+                        None, vectors, manifest=meta, version=layout.version_of(meta))
+        return snap, sides
+
+    def _articles(self, ids: Sequence[str]) -> Iterable[tuple[Article, dict]]:
+        """The live articles among ``ids``, whole (text joined from its parts), with their records."""
+        if not ids:
+            return []
+        rows = self._call("reading articles", self.client.get, self.name("articles"), ids=list(ids),
+                          output_fields=["doc_id", "text", "record", "spans"])
+        records = {r["doc_id"]: (r["text"], {**r["record"], "spans": r["spans"]}) for r in rows}
+        more = [f"{i}#{rec['gen']}#p{p}" for i, (_, rec) in records.items() for p in range(1, rec["parts"])]
+        parts = {}
+        for r in self._get_many("articles", more, ["key", "text"]):
+            parts[r["key"]] = r["text"]
+        out = []
+        for doc_id in ids:
+            if doc_id not in records:
+                continue
+            text, record = records[doc_id]
+            text += "".join(parts[f"{doc_id}#{record['gen']}#p{p}"] for p in range(1, record["parts"]))
+            out.append((layout.article_of(doc_id, text, record), record))
+        return out
+
+    def _get_many(self, kind: str, keys: list[str], fields: list[str]) -> list[dict]:
+        out = []
+        for at in range(0, len(keys), 1024):
+            out += self._call(f"reading {kind}", self.client.get, self.name(kind), ids=keys[at:at + 1024],
+                              output_fields=fields)
+        return out
+
+    def _sentence_vectors(self, articles: dict, wanted: dict[str, set[int]]):
+        keys = [f"{doc_id}#{articles[doc_id][1]['gen']}#s{i}" for doc_id, idx in wanted.items() for i in sorted(idx)]
+        for row in self._get_many("sentences", keys, ["doc_id", "idx", "vector"]):
+            yield row["doc_id"], int(row["idx"]), np.asarray(row["vector"], np.float32)
+
+    def _frequencies(self, terms: list[str]) -> dict[str, int]:
+        """How many chunks hold each of ``terms`` (absent: none)."""
+        if not terms:
+            return {}
+        rows = self._get_many("terms", terms, ["term", "df"])
+        return {r["term"]: int(r["df"]) for r in rows}
+
+    def article(self, doc_id: str) -> Article:
+        self._live_meta()
+        found = list(self._articles([doc_id]))
+        if not found:
+            raise RagError(f"no article with id {doc_id!r} in {self.uri} (see rag stats)")
+        return found[0][0]
+
+    def articles(self) -> list[Article]:
+        """Every live article's metadata (text left empty: fetched by ``article``)."""
+        self._live_meta()
+        return [layout.article_of(r["doc_id"], "", r["record"]) for r in self._scan("articles", "part == 0",
+                                                                            ["doc_id", "record"])]
+
+    def _scan(self, kind: str, expr: str, fields: list[str]) -> Iterable[dict]:
+        iterator = self._call(f"reading {kind}", self.client.query_iterator, self.name(kind), batch_size=1000,
+                              filter=expr, output_fields=fields, consistency_level=CONSISTENCY)
+        try:
+            while True:
+                batch = self._call(f"reading {kind}", iterator.next)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            iterator.close()
+
+    def stats(self, by: str) -> dict:
+        meta = self._live_meta()
+        if by in meta["groups"]:
+            groups = {label: n for label, n in meta["groups"][by].items() if n > 0}
+        else:
+            groups = dict(Counter(a.group(by) for a in self.articles()))
+        return {"index": self.uri, "version": layout.version_of(meta), "model": meta.get("model"),
+                "dim": meta.get("dim"),
+                "chunking": meta.get("chunking"), "articles": meta["articles"], "chunks": meta["chunks"],
+                "sentences": meta["sentences"], "bytes": None,
+                "viewpoints": dict(sorted(groups.items(), key=lambda kv: -kv[1]))}
+
+    def check(self) -> tuple[str, list[str]]:
+        """The collections are rag's, the meta row's counts match the live rows."""
+        meta = self._live_meta()
+        problems = []
+        live = self._count("articles", "part == 0")
+        if live != meta["articles"]:
+            problems.append(f"{self.name('articles')}: {live} live articles, meta says {meta['articles']}")
+        chunks = self._count("chunks", "")
+        if chunks < meta["chunks"]:
+            problems.append(f"{self.name('chunks')}: {chunks} chunk rows, meta says {meta['chunks']} live")
+        return f"version {layout.version_of(meta)}, {live} articles", problems
+
+    def _count(self, kind: str, expr: str) -> int:
+        rows = self._call(f"counting {kind}", self.client.query, self.name(kind), filter=expr,
+                          output_fields=["count(*)"], consistency_level=CONSISTENCY)
+        return int(rows[0]["count(*)"])
+
+    # ---- writing ----------------------------------------------------------------
+
+    def _stored(self, meta: dict | None) -> Stored:
+        rows = list(self._scan("articles", "part == 0", ["doc_id", "hash", "record"])) if meta else []
+        records = [r["record"] for r in rows]
+        return Stored(self, meta or {}, [r["doc_id"] for r in rows], [r["hash"] for r in rows],
+                      [rec.get("path", "") for rec in records], [rec["digest"] for rec in records],
+                      [rec["gen"] for rec in records], records, layout.version_of(meta) if meta else "")
+
+    def write(self, loaded, mode: str, embedder, settings: Settings, remove: Sequence[str] = (),
+              full: bool = False, dry_run: bool = False, progress: bool = True, **_) -> BuildReport:
+        """Plan and write one update (build.plan, as locally); see the module's docstring."""
+        require_articles(loaded, mode)
+        meta = self._meta()
+        if meta is not None and (meta.get("model"), meta.get("dim")) != (embedder.name, embedder.dim):
+            raise IndexCorrupt(f"{self.uri}: built with {meta.get('model')} ({meta.get('dim')}-d), not "
+                               f"{embedder.name} ({embedder.dim}-d); rebuild with rag build --full")
+        if meta is None and mode != "build":
+            raise IndexMissing(f"{self.uri}: no index here; build one with rag build PATHS --store {self.uri}")
+        old = self._stored(meta)
+        chunking = chunk_settings(settings, embedder)
+        same_chunking = meta is None or meta.get("chunking") == chunking
+        plan = plan_update(old, loaded, "remove" if mode == "upgrade" else mode, remove,
+                            reuse_vectors=same_chunking and not full)
+        report = plan.report
+        nothing = not (report.added or report.changed or report.removed or plan.write)
+        if dry_run or (nothing and meta is not None):
+            return replace(report, chunks=int(meta["chunks"]) if meta else 0)
+        todo = [a for a in plan.write if a.id in plan.embed]
+        fresh = chunk_all(todo, embedder, settings, progress)
+        vectors = embed_articles(todo, fresh, embedder, settings, progress)
+        if meta is None:
+            meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
+                    "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
+                    "version": 0, "next_gen": 1, "articles": 0, "chunks": 0, "sentences": 0,
+                    "groups": {by: {} for by in GROUP_FIELDS}}
+            self._create(embedder.dim, meta)
+        gen = int(meta["next_gen"])
+        self._put_meta({**meta, "next_gen": gen + 1})  # this write's rows are its own, even if it dies
+        meta = {**meta, "chunking": chunking, "next_gen": gen + 1}
+        counts = self._write_rows(old, plan, fresh, vectors, gen, meta, progress)
+        meta.update(counts, version=int(meta["version"]) + 1)
+        self._put_meta(meta)
+        if len(plan.write) >= FLUSH_AT:
+            for kind in KINDS:  # seal the new rows into segments, which the server indexes once
+                self._call(f"flushing {kind}", self.client.flush, self.name(kind))
+        return replace(report, chunks=int(meta["chunks"]), version=layout.version_of(meta))
+
+    def _write_rows(self, old: Stored, plan, fresh: dict, vectors, gen: int, meta: dict, progress: bool) -> dict:
+        """New rows, then the switch (article rows), then the replaced rows' removal; returns
+        the counts and viewpoints the meta row records after it."""
+        from tqdm.auto import tqdm
+
+        df: Counter = Counter()
+        live = {i: old.records[row] for i, row in old.row_of.items()}
+        heads, pending = [], {"chunks": [], "sentences": [], "articles": []}
+        for article in tqdm(plan.write, desc="writing to Milvus", unit="article", leave=False,
+                            disable=not progress or len(plan.write) < 50):
+            if article.id in plan.embed:
+                spans, chunks = fresh[article.id]
+                chunk_vectors, sentence_vectors = vectors.of(article.id)
+                table = [(c.start, c.end, c.first_sentence, c.last_sentence) for c in chunks]
+            else:  # metadata or path changed: the stored rows, copied under this generation
+                table, chunk_vectors, sentence_vectors, spans = self._stored_rows(article.id, live[article.id])
+            for kind, rows in self._article_rows(article, gen, table, chunk_vectors, sentence_vectors).items():
+                pending[kind] += rows
+            self._flush(pending, BATCH)
+            record = layout.record(article, gen, spans, len(table))
+            heads.append(layout.article_row(article, record, chunk_vectors, spans))
+            if article.id in plan.embed:  # its chunks are new: their words count, the old ones' no more
+                df.update(layout.chunk_terms(article.text, table))
+                if article.id in live:
+                    df.subtract(self._old_terms(article.id, live[article.id]))
+            live[article.id] = record
+        self._flush(pending, 1)  # every new row is in before any article switches to it
+        for at in range(0, len(heads), BATCH):  # the switch: each article now reads its new rows
+            self._call("writing articles", self.client.upsert, self.name("articles"), heads[at:at + BATCH])
+        dropped = sorted(plan.drop)
+        for doc_id in dropped:
+            df.subtract(self._old_terms(doc_id, live.pop(doc_id)))
+        # The replaced rows (and any a dead writer left for these ids), a few calls in all:
+        # a delete by expression scans the collection, so never one per article.
+        written = [a.id for a in plan.write]
+        for ids, keep in ((written, f" and gen != {gen}"), (dropped, "")):
+            for at in range(0, len(ids), 512):
+                where = f"doc_id in {json.dumps(ids[at:at + 512], ensure_ascii=False)}{keep}"
+                for kind in ("chunks", "sentences", "articles"):
+                    self._call(f"removing {kind}", self.client.delete, self.name(kind), filter=where)
+        self._update_terms(df, meta)
+        groups = {by: dict(Counter(rec[by + "_label"] for rec in live.values())) for by in GROUP_FIELDS}
+        return {"articles": len(live), "chunks": sum(r["n_chunks"] for r in live.values()),
+                "sentences": sum(r["n_sentences"] for r in live.values()), "groups": groups}
+
+    def _flush(self, pending: dict[str, list], least: int) -> None:
+        """Upsert the pending rows of each collection, ``BATCH`` a call, while ``least`` are waiting."""
+        for kind, rows in pending.items():
+            while rows and len(rows) >= least:
+                self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[:BATCH])
+                del rows[:BATCH]
+
+    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors) -> dict:
+        """An article's new rows under generation ``gen``: chunks, sentences, text parts after the first."""
+        key = f"{article.id}#{gen}"
+        labels = {"viewpoint": article.group("viewpoint"), "by_source": article.group("source")}
+        day = iso_day(article.date)
+        chunks = [{"key": f"{key}#c{n}", "doc_id": article.id, "gen": gen, **labels, "source": article.source,
+                   "day": day, "span_start": s, "span_end": e, "first_sentence": f, "last_sentence": last,
+                   "words": " ".join(tokens(article.text[s:e])), "vector": v.tolist()}
+                  for n, ((s, e, f, last), v) in enumerate(zip(table, np.asarray(chunk_vectors, np.float32)))]
+        sentences = [{"key": f"{key}#s{n}", "doc_id": article.id, "gen": gen, "idx": n,
+                      "vector": v.tolist()} for n, v in enumerate(np.asarray(sentence_vectors, np.float32))]
+        parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
+        texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
+                  "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
+                  "record": {}, "spans": [], "vector": layout.doc_vector(chunk_vectors)}
+                 for n, part in enumerate(parts, 1)]
+        return {"chunks": chunks, "sentences": sentences, "articles": texts}
+
+    def _stored_rows(self, doc_id: str, record: dict):
+        """An article's stored chunk table, chunk vectors, sentence vectors and spans."""
+        expr = f"doc_id == {json.dumps(doc_id)} and gen == {record['gen']}"
+        chunks = sorted(self._call("reading chunks", self.client.query, self.name("chunks"), filter=expr,
+                                   output_fields=["span_start", "span_end", "first_sentence", "last_sentence",
+                                                  "vector"], consistency_level=CONSISTENCY),
+                        key=lambda r: r["span_start"])
+        sentences = sorted(self._call("reading sentences", self.client.query, self.name("sentences"),
+                                      filter=expr, output_fields=["idx", "vector"], consistency_level=CONSISTENCY),
+                           key=lambda r: r["idx"])
+        [head] = self._call("reading articles", self.client.get, self.name("articles"), ids=[doc_id],
+                            output_fields=["spans"])
+        table = [(c["span_start"], c["span_end"], c["first_sentence"], c["last_sentence"]) for c in chunks]
+        return (table, np.array([c["vector"] for c in chunks], np.float32),
+                np.array([s["vector"] for s in sentences], np.float32), tuple(Span(*s) for s in head["spans"]))
+
+    def _old_terms(self, doc_id: str, record: dict) -> Counter:
+        rows = self._call("reading chunks", self.client.query, self.name("chunks"),
+                          filter=f"doc_id == {json.dumps(doc_id)} and gen == {record['gen']}",
+                          output_fields=["words"], consistency_level=CONSISTENCY)
+        return Counter(t for r in rows for t in set(r["words"].split()))
+
+    def _update_terms(self, df: Counter, meta: dict) -> None:
+        changed = [t for t, n in df.items() if n]
+        if not changed:
+            return
+        now = self._frequencies(changed)
+        rows, gone = [], []
+        for term in changed:
+            n = now.get(term, 0) + df[term]
+            (rows.append({"term": term, "df": n, "vector": [0.0, 0.0]}) if n > 0 else gone.append(term))
+        for at in range(0, len(rows), 4 * BATCH):
+            self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
+        for at in range(0, len(gone), 4 * BATCH):
+            self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])

@@ -1,0 +1,181 @@
+"""What the Milvus store keeps and how it names it: the address, the collections'
+fields, the rows an article becomes, the filters as expressions, and how hybrid hits
+are ordered. Pure functions and data, no server (milvus.py talks to the server).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ..dates import iso_day
+from ..errors import RagError
+from ..lexical import tokens
+from ..retrieve import Filters
+from ..types import Article
+from .segment import meta_digest
+
+SCHEMA = 1  # bumped when the collections' fields change
+TEXT_PART = 16_000  # characters per row of article text: a VARCHAR holds at most 65,535 bytes
+ID_CHARS = 400  # longest article id (keys add a generation and an index to it)
+# BM25 as bm25s ranks locally (Milvus's own default k1 is 1.2).
+BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
+# Fields that can make the viewpoints: the partition key, and the source label.
+GROUP_FIELDS = {"viewpoint": "viewpoint", "source": "by_source"}
+KINDS = ("articles", "chunks", "sentences", "terms", "meta")
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}\Z")
+_HOST_PORT = re.compile(r"(?P<host>[^:/]+):(?P<port>[0-9]{1,5})\Z")
+
+
+def parse(uri: str) -> tuple[str, str]:
+    """(``host:port``, collection prefix) of ``milvus://HOST:PORT[/PREFIX]``.
+
+    >>> parse("milvus://127.0.0.1:19530"), parse("milvus://db.internal:19530/news")
+    (('127.0.0.1:19530', 'rag'), ('db.internal:19530', 'news'))
+    """
+    rest = uri.removeprefix("milvus://")
+    address, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/") or "rag"
+    if not _HOST_PORT.match(address):
+        raise RagError(f"{uri}: expected milvus://HOST:PORT[/PREFIX], e.g. milvus://127.0.0.1:19530")
+    if not _PREFIX.match(prefix):
+        raise RagError(f"{uri}: collection prefix {prefix!r} must be letters, digits and _ (not first a digit)")
+    return address, prefix
+
+
+@dataclass(frozen=True, eq=False)
+class Stored:
+    """What a writer plans from (build.plan reads it as it reads a local Catalog):
+    each live article's id, content hash, path, metadata digest and generation."""
+
+    store: object  # the MilvusStore it was read from
+    meta: dict
+    ids: list[str]
+    content_hashes: list[str]
+    paths: list[str]
+    digests: list[str]
+    gens: list[int]
+    records: list[dict]
+    version: str = ""
+    warning: str = ""
+
+    @cached_property
+    def row_of(self) -> dict[str, int]:
+        return {i: row for row, i in enumerate(self.ids)}
+
+    @property
+    def manifest(self) -> dict:
+        return self.meta
+
+    def digest_of(self, row: int) -> str:
+        return self.digests[row]
+
+    def article(self, row: int) -> Article:
+        return self.store.article(self.ids[row])
+
+    def check(self) -> None:
+        pass
+
+
+def fused_order(hits: list[dict], vector: np.ndarray) -> list[dict]:
+    """``hits`` best fused first, ties as the local store breaks them (retrieve._fuse keeps
+    the dense ranking's order): the closer vector first. Passages tie often (dense rank 1
+    and BM25 rank 2 against the reverse), and the server breaks ties its own way; it is
+    asked for 2k hits so that a tie at the k-th place is broken here too."""
+    return sorted(hits, key=lambda h: (-round(float(h["fused"]), 6), -cosine(h, vector)))
+
+
+def cosine(hit: dict, vector: np.ndarray) -> float:
+    return float(np.asarray(hit["vector"], np.float32) @ vector)
+
+
+def chunk_terms(text: str, table) -> Counter:
+    """Each word once per chunk that holds it: document frequencies, chunks as documents."""
+    return Counter(t for s, e, _, _ in table for t in set(tokens(text[s:e])))
+
+
+def filter_expr(filters: Filters | None) -> str:
+    """``filters`` as a Milvus boolean expression over the chunk rows ("" for none).
+
+    >>> filter_expr(Filters(sources=("BBC",), date_from="2017-01-01"))
+    'source in ["BBC"] and day != "" and day >= "2017-01-01"'
+    """
+    if filters is None:
+        return ""
+    parts = []
+    if filters.sources:
+        parts.append(f"source in {json.dumps(list(filters.sources), ensure_ascii=False)}")
+    first, last = iso_day(filters.date_from), iso_day(filters.date_to)
+    if filters.date_from or filters.date_to:
+        parts.append('day != ""')  # an article without a readable day is outside any range, as locally
+    if filters.date_from and first:
+        parts.append(f'day >= "{first}"')
+    if filters.date_to and last:
+        parts.append(f'day <= "{last}"')
+    return " and ".join(parts)
+
+
+def fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
+    """The fields of each collection: name -> (pymilvus DataType name, options)."""
+    key = {"key": ("VARCHAR", {"is_primary": True, "max_length": 1024})}
+    label = {"max_length": 1024}
+    owner = {"doc_id": ("VARCHAR", label), "gen": ("INT64", {})}
+    vector = {"vector": ("FLOAT_VECTOR", {"dim": dim})}
+    if kind == "articles":
+        return {**key, **owner, "part": ("INT64", {}), "hash": ("VARCHAR", {"max_length": 64}),
+                "viewpoint": ("VARCHAR", label), "by_source": ("VARCHAR", label),
+                "text": ("VARCHAR", {"max_length": 65535}), "record": ("JSON", {}), "spans": ("JSON", {}), **vector}
+    if kind == "chunks":
+        return {**key, **owner, "viewpoint": ("VARCHAR", {**label, "is_partition_key": True}),
+                "by_source": ("VARCHAR", label), "source": ("VARCHAR", label),
+                "day": ("VARCHAR", {"max_length": 16}), "span_start": ("INT64", {}), "span_end": ("INT64", {}),
+                "first_sentence": ("INT64", {}), "last_sentence": ("INT64", {}),
+                "words": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
+                "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
+    if kind == "sentences":
+        return {**key, **owner, "idx": ("INT64", {}), **vector}
+    if kind == "terms":  # Milvus wants a vector field in every collection: a 2-d one, unused
+        return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}),
+                "vector": ("FLOAT_VECTOR", {"dim": 2})}
+    return {"key": ("VARCHAR", {"is_primary": True, "max_length": 64}), "value": ("JSON", {}),
+            "vector": ("FLOAT_VECTOR", {"dim": 2})}
+
+
+def record(article: Article, gen: int, spans, n_chunks: int) -> dict:
+    """An article's row record: its metadata, live generation and counts (what a writer plans
+    from, read for every article by each write: its sentence spans are a field of their own)."""
+    return {"title": article.title, "source": article.source, "viewpoint": article.viewpoint,
+            "date": article.date, "url": article.url, "path": article.path, "meta": dict(article.meta),
+            "content_hash": article.content_hash, "digest": meta_digest(article), "gen": gen,
+            "parts": max(1, -(-len(article.text) // TEXT_PART)), "n_chunks": n_chunks,
+            "n_sentences": len(spans),
+            "viewpoint_label": article.group("viewpoint"), "source_label": article.group("source")}
+
+
+def article_row(article: Article, record: dict, chunk_vectors, spans) -> dict:
+    if len(article.id) > ID_CHARS:
+        raise RagError(f"{article.path}: article id longer than {ID_CHARS} characters")
+    return {"key": article.id, "doc_id": article.id, "gen": record["gen"], "part": 0,
+            "hash": article.content_hash, "viewpoint": record["viewpoint_label"],
+            "by_source": record["source_label"], "text": article.text[:TEXT_PART], "record": record,
+            "spans": [[int(s.start), int(s.end)] for s in spans], "vector": doc_vector(chunk_vectors)}
+
+
+def article_of(doc_id: str, text: str, record: dict) -> Article:
+    return Article(id=doc_id, text=text, title=record["title"], source=record["source"],
+                   viewpoint=record["viewpoint"], date=record["date"], url=record["url"], path=record["path"],
+                   meta=record["meta"], content_hash=record["content_hash"])
+
+
+def doc_vector(chunk_vectors) -> list[float]:
+    """An article's mean chunk vector, normalized (the articles collection's vector)."""
+    mean = np.asarray(chunk_vectors, np.float32).mean(axis=0)
+    return (mean / (np.linalg.norm(mean) or 1.0)).tolist()
+
+
+def version_of(meta: dict | None) -> str:
+    return f"v{int(meta['version']):06d}" if meta else ""

@@ -1,0 +1,237 @@
+"""The two stores keep one contract: the local folder and a Milvus server (the real
+milvus-lite server of conftest's ``milvus_server``) give the same quotes, the same
+reports and the same errors-as-one-line. Milvus's own promises are tested here too:
+its errors, read-your-writes across app servers, and a writer that dies mid-add.
+
+BM25 on milvus-lite is never compared by score (its scores are negative, its IDF per
+segment): only the quotes, spans and ranks that come out of the fusion."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import rag
+from rag.errors import RagError
+from tests.conftest import ROOT, SEEDS
+from tests.test_build import Counting, _article, _corpus
+
+pytestmark = pytest.mark.slow
+SEED_QUESTIONS = [json.loads(line)["q"] for line in (ROOT / "tests/data/seed-questions.jsonl").open()]
+
+
+def quotes(answer):
+    """What a reader sees: each side in order, whether it abstains, its quotes' citations."""
+    return [(v.viewpoint, v.abstained, [(q.doc_id, q.start, q.end) for q in v.answers]) for v in answer.viewpoints]
+
+
+def test_the_seed_questions_get_the_same_quotes_on_both_stores(seed_index, milvus_seed_index):
+    """Every seed question: the same sides in the same order, the same abstentions, the same
+    first quote per side; every quote the same on 51 of the 52. The one difference (a side's
+    third quote) is milvus-lite's BM25: it counts word statistics within the searched
+    viewpoint or segment, not the whole collection, so a BM25 rank can differ and the fusion
+    with it (a Milvus cluster keeps collection-wide statistics, as the local store does)."""
+    same = 0
+    for question in SEED_QUESTIONS:
+        local, milvus = seed_index.ask(question), milvus_seed_index.ask(question)
+        first = [(v, abstained, cited[:1]) for v, abstained, cited in quotes(local)]
+        assert [(v, abstained, cited[:1]) for v, abstained, cited in quotes(milvus)] == first, question
+        same += quotes(milvus) == quotes(local)
+    assert same >= 51
+    assert milvus_seed_index.article("rt-putin-trump-call-a-success") == seed_index.article(
+        "rt-putin-trump-call-a-success")
+
+
+def test_grouping_by_another_metadata_field_and_a_date_range(any_seed_index, seed_index):
+    answer = any_seed_index.ask("Did Russia make big concessions?", group_by="kind")
+    assert quotes(answer) == quotes(seed_index.ask("Did Russia make big concessions?", group_by="kind"))
+    assert {v.viewpoint for v in answer.viewpoints} == {"opinion", "editorial"}
+    inside = any_seed_index.ask("Is Putin playing for time?", filters=rag.Filters(date_from="2025-03-01",
+                                                                                 date_to="3/31/25"))
+    assert len(inside.viewpoints) == 2
+    before = any_seed_index.ask("Is Putin playing for time?", filters=rag.Filters(date_to="2025-03-18"))
+    assert before.viewpoints == ()
+
+
+def test_the_same_updates_give_the_same_reports_on_both_stores(tmp_path, milvus_server, hash_embedder):
+    """Build, add one, change one's text, change one's metadata, remove one, a dry run:
+    both stores embed exactly the same texts and report the same thing."""
+    runs = {}
+    for name, where in (("local", str(tmp_path / "index")), ("milvus", f"{milvus_server}/same_reports")):
+        corpus = _corpus(tmp_path / name)
+        counting = Counting(hash_embedder)
+        steps = [rag.build([corpus], index=where, embedder=counting, progress=False)]
+        ix = rag.Index(where, embedder=counting)
+        _article(corpus, "new.md", "A brand new article about fishing quotas. It has two sentences.")
+        steps.append(ix.add([corpus / "new.md"], dry_run=True, progress=False))
+        steps.append(ix.add([corpus / "new.md"], progress=False))
+        _article(corpus, "new.md", "The fishing quotas were cut again. Boats stayed home.")
+        steps.append(ix.rebuild([corpus], progress=False))
+        path = corpus / "rt-putin-trump-call-a-success.txt"
+        path.write_text(path.read_text().replace("viewpoint: pro-Russia", "viewpoint: Kremlin"), encoding="utf-8")
+        steps.append(ix.rebuild([corpus], progress=False))
+        steps.append(ix.remove(["new"], dry_run=True))
+        steps.append(ix.remove(["new"]))
+        steps.append(ix.rebuild([corpus], progress=False))  # new.md is still in the folder: back it comes
+        steps.append(ix.rebuild([corpus], progress=False))  # nothing changed
+        runs[name] = (steps, counting.texts, ix.stats(), {a.id: a.content_hash for a in ix.articles()},
+                      quotes(ix.ask("fishing quotas")))
+    (local, local_texts, local_stats, local_held, local_quotes), milvus = runs["local"], runs["milvus"]
+    assert milvus[0] == local  # every report: ids, counts, articles embedded, chunks, versions
+    assert milvus[1] == local_texts  # exactly the same texts went through the model
+    assert [r.embedded_articles for r in local] == [2, 1, 1, 1, 0, 0, 0, 1, 0]
+    assert local[1].version == "" and local[5].version == "" and local[-1].version == ""  # dry runs, no-op
+    assert milvus[3] == local_held and milvus[4] == local_quotes
+    for key in ("version", "articles", "chunks", "sentences", "viewpoints"):
+        assert milvus[2][key] == local_stats[key], key
+    assert milvus[2]["viewpoints"] == {"Kremlin": 1, "pro-Ukraine": 1, "neutral": 1}
+
+
+def test_a_removed_article_is_never_cited_or_shown_again(writable_seed_store, model):
+    ix = rag.Index(writable_seed_store, embedder=model)
+    report = ix.remove(["rt-putin-trump-call-a-success"])
+    assert report.removed == ("rt-putin-trump-call-a-success",) and report.unchanged == 1
+    answer = ix.ask("Did Russia make big concessions?")
+    assert [v.viewpoint for v in answer.viewpoints] == ["pro-Ukraine"]
+    with pytest.raises(RagError, match="no article with id 'rt-putin-trump-call-a-success'"):
+        ix.article("rt-putin-trump-call-a-success")
+    assert ix.stats()["articles"] == 1 and [a.id for a in ix.articles()] == ["independent-putin-playing-for-time"]
+    assert ix.store.check()[1] == []
+
+
+def test_another_app_server_reads_a_write_at_once(writable_seed_store, model, tmp_path):
+    """Two app servers on one store (replicas): what one adds, the other answers from on
+    its next question, with nothing to reload by hand."""
+    first, second = rag.open(writable_seed_store, embedder=model), rag.open(writable_seed_store, embedder=model)
+    second.ask("Was the energy truce violated?")
+    _article(tmp_path, "kyiv-view.md", "Ukrainian officials said the energy truce was violated within hours.",
+             viewpoint="Ukrainian")
+    assert first.add([tmp_path / "kyiv-view.md"], progress=False).added == ("kyiv-view",)
+    by_side = {v.viewpoint: v for v in second.ask("Was the energy truce violated?").viewpoints}
+    assert by_side["Ukrainian"].answers[0].doc_id == "kyiv-view"
+    assert second.article("kyiv-view").title == "kyiv-view.md"
+
+
+def test_a_writer_that_dies_mid_add_leaves_no_article_half_present(milvus_server, hash_embedder, tmp_path):
+    """The server stops answering at the switch (the article rows): readers still see every
+    article whole as it was, never the dead write's chunks; the next add completes it."""
+    uri = f"{milvus_server}/crash"
+    corpus = _corpus(tmp_path)
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    reader = rag.open(uri, embedder=hash_embedder)
+    before = reader.ask("fishing quotas trawlers")
+    writer = rag.Index(uri, embedder=hash_embedder)
+    store, real = writer.store, writer.store.client.upsert
+
+    def dies_at_the_switch(collection, rows, *args, **kwargs):
+        if collection == store.name("articles") and any(r.get("part") == 0 for r in rows):
+            raise ConnectionError("server went away")
+        return real(collection, rows, *args, **kwargs)
+
+    store.client.upsert = dies_at_the_switch
+    path = corpus / "independent-putin-playing-for-time.txt"
+    front = path.read_text(encoding="utf-8").split("---\n")[1]  # keep its metadata, change its text
+    path.write_text(f"---\n{front}---\nFishing quotas for trawlers were cut. The trawlers stayed in port.\n",
+                    encoding="utf-8")
+    _article(corpus, "fishing.md", "Fishing quotas for trawlers were raised in the north.")
+    with pytest.raises(RagError, match=f"{uri}: writing articles failed \\(server went away\\)"):
+        writer.add([corpus], progress=False)
+    assert quotes(reader.ask("fishing quotas trawlers")) == quotes(before)
+    assert "Fishing quotas" not in reader.article("independent-putin-playing-for-time").text
+    assert {a.id for a in reader.articles()} == {"independent-putin-playing-for-time", "rt-putin-trump-call-a-success"}
+    assert reader.store.check()[1] == []
+    store.client.upsert = real
+    report = writer.add([corpus], progress=False)
+    assert report.added == ("fishing",) and report.changed == ("independent-putin-playing-for-time",)
+    cited = {q.doc_id for v in reader.ask("fishing quotas trawlers").viewpoints for q in v.answers}
+    assert {"fishing", "independent-putin-playing-for-time"} <= cited
+    chunks = store._count("chunks", "")
+    assert chunks == reader.stats()["chunks"]  # the dead write's rows were removed with the replaced ones
+
+
+def rag_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "rag", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
+
+
+def test_the_cli_on_milvus_chosen_by_rag_store(milvus_server):
+    env = {"RAG_STORE": f"{milvus_server}/cli"}
+    built = rag_cli("build", SEEDS, "--quiet", env=env)
+    assert built.returncode == 0 and "2 added" in built.stdout, built.stderr
+    answer = json.loads(rag_cli("ask", "Did Russia make big concessions?", "--json", env=env).stdout)
+    assert {v["viewpoint"] for v in answer["viewpoints"]} == {"pro-Russia", "pro-Ukraine"}
+    quote = next(v for v in answer["viewpoints"] if not v["abstained"])["answers"][0]
+    shown = json.loads(rag_cli("show", quote["doc_id"], "--json", env=env).stdout)
+    assert shown["text"][quote["start"]:quote["end"]] == quote["text"]
+    stats = json.loads(rag_cli("stats", "--json", env=env).stdout)
+    assert stats["index"] == env["RAG_STORE"] and stats["articles"] == 2 and stats["version"] == "v000001"
+    checked = rag_cli("check", env=env)
+    assert checked.returncode == 0 and checked.stdout.strip() == f"{env['RAG_STORE']}: version v000001, 2 articles ok"
+    removed = rag_cli("remove", quote["doc_id"], "--store", env["RAG_STORE"])  # --store names it too
+    assert removed.returncode == 0 and "1 removed" in removed.stdout
+    assert json.loads(rag_cli("stats", "--json", env=env).stdout)["articles"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_milvus_errors_are_one_line_and_a_nonzero_exit(milvus_server, hash_embedder, model):
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri="http://" + milvus_server.removeprefix("milvus://"))
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
+    client.create_collection("theirs_meta", schema=schema, index_params=index)
+    rag.build([SEEDS], index=f"{milvus_server}/hashed", embedder=hash_embedder, progress=False)
+    cases = {
+        f"milvus://127.0.0.1:{_free_port()}": "rag: error: cannot reach Milvus at 127.0.0.1:",
+        f"{milvus_server}/theirs": f"rag: error: {milvus_server}/theirs: collection theirs_meta is not a rag meta "
+                                   "collection (no field 'key')",
+        f"{milvus_server}/hashed": f"rag: error: {milvus_server}/hashed: built with hash-bow (64-d) but asked with "
+                                   "sentence-transformers/all-MiniLM-L6-v2+int8 (384-d); rebuild with rag build --full",
+        f"{milvus_server}/nothing": f"rag: error: {milvus_server}/nothing: no index here",
+        "milvus://no-port": "rag: error: milvus://no-port: expected milvus://HOST:PORT[/PREFIX]",
+    }
+    for where, expected in cases.items():
+        result = rag_cli("ask", "Did Russia make big concessions?", "--store", where)
+        assert result.returncode == 1 and result.stdout == "", (where, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(expected), (where, result.stderr)
+    with pytest.raises(RagError, match="built with hash-bow \\(64-d\\) but asked with"):
+        rag.open(f"{milvus_server}/hashed", embedder=model)
+    with pytest.raises(RagError, match="built with hash-bow \\(64-d\\), not"):
+        rag.build([SEEDS], index=f"{milvus_server}/hashed", embedder=model, progress=False)
+    client.drop_collection("theirs_meta")
+    client.close()
+
+
+def test_more_viewpoints_than_columns_keep_the_same_closest_ones(tmp_path, milvus_server, hash_embedder,
+                                                                 monkeypatch):
+    """Beyond ``max_viewpoints`` sides, both stores keep the sides with the closest passages
+    (Milvus: one search grouped by the partition key) and count the rest. The Milvus build
+    flushes (as a build of FLUSH_AT articles does): answers from sealed segments are the same."""
+    from rag.store import milvus
+
+    monkeypatch.setattr(milvus, "FLUSH_AT", 1)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    topics = ["fishing quotas were cut for trawlers", "fishing boats stayed in port", "the harbour froze over",
+              "wheat prices rose again", "the election was close", "a new bridge opened downtown"]
+    for n, topic in enumerate(topics):
+        _article(corpus, f"side{n}.md", f"Reports say {topic}. Nothing else happened.", viewpoint=f"side{n}")
+    settings = rag.Settings(max_viewpoints=3)
+    answers = []
+    for where in (str(tmp_path / "index"), f"{milvus_server}/many_sides"):
+        rag.build([corpus], index=where, embedder=hash_embedder, progress=False)
+        answers.append(rag.open(where, settings=settings, embedder=hash_embedder).ask("fishing quotas trawlers port"))
+    local, milvus = answers
+    assert len(local.viewpoints) == 3 and local.more_viewpoints == 3
+    assert {v.viewpoint for v in local.viewpoints} >= {"side0", "side1"}
+    assert quotes(milvus) == quotes(local) and milvus.more_viewpoints == 3
