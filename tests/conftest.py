@@ -103,6 +103,21 @@ def writable_seed_store(empty_store, model) -> str:
     return empty_store
 
 
+def small_collection(milvus_server: str, name: str, **options):
+    """A client of the test server, with a collection ``name`` of its own (a VARCHAR id and a
+    4-d vector, not rag's schema) made on it; returns the client."""
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri="http://" + milvus_server.removeprefix("milvus://"))
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
+    client.create_collection(name, schema=schema, index_params=index, **options)
+    return client
+
+
 def require_shared_data(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

@@ -15,7 +15,7 @@ import pytest
 
 import rag
 from rag.errors import RagError
-from tests.conftest import ROOT, SEEDS
+from tests.conftest import ROOT, SEEDS, small_collection
 from tests.test_build import Counting, _article, _corpus
 
 pytestmark = pytest.mark.slow
@@ -181,15 +181,7 @@ def _free_port() -> int:
 
 
 def test_milvus_errors_are_one_line_and_a_nonzero_exit(milvus_server, hash_embedder, model):
-    from pymilvus import DataType, MilvusClient
-
-    client = MilvusClient(uri="http://" + milvus_server.removeprefix("milvus://"))
-    schema = client.create_schema(auto_id=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=4)
-    index = client.prepare_index_params()
-    index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
-    client.create_collection("theirs_meta", schema=schema, index_params=index)
+    client = small_collection(milvus_server, "theirs_meta")  # a collection that is not rag's
     rag.build([SEEDS], index=f"{milvus_server}/hashed", embedder=hash_embedder, progress=False)
     cases = {
         f"milvus://127.0.0.1:{_free_port()}": "rag: error: cannot reach Milvus at 127.0.0.1:",
