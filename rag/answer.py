@@ -145,7 +145,7 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
         article_row, _, _, first, last = (int(v) for v in snap.chunks[passage.chunk_row])
         base = int(snap.sentence_start[article_row])
         for row in range(base + first, base + last + 1):
-            if _ASKS.search(_text(snap, article_row, row - base)) or _cruft(snap, article_row, row - base, row):
+            if _skipped(snap, article_row, row - base):
                 continue
             if row not in found or found[row].score < passage.score:
                 found[row] = passage
@@ -161,10 +161,8 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     vectors = snap.sentence_vectors
     numeric_q = bool(_NUMERIC_Q.search(query.question or query.text))
     who_q = bool(_WHO_Q.search(query.question or query.text))
-    chunk_cache = snap.__dict__.setdefault("_chunk_words", {})  # per loaded version, filled as asked
-    passage_words = {p.chunk_row: lexical.chunk_words(p.chunk_row) or _chunk_words(snap, chunk_cache, p.chunk_row)
+    passage_words = {p.chunk_row: lexical.chunk_words(p.chunk_row) or _chunk_words(snap, p.chunk_row)
                      for p in passages}
-    cache = snap.__dict__.setdefault("_sentence_tokens", {})
     q_tokens = tokens(query.question or query.text)
     q_bigrams = set(zip(q_tokens, q_tokens[1:]))
     q_words = {w.lower() for w in query.text.split()}
@@ -180,12 +178,12 @@ def candidates(snap: Snapshot, query: Query, passages: list[Passage], lexical: L
     for row in rows.tolist():
         passage = found[row]
         article_row, start, count = spans[row]
-        sentence = _sentence(snap, cache, article_row, row - start, row)
+        sentence = _sentence(snap, article_row, row - start)
         words = sentence.words
         bigrams = len(q_bigrams & sentence.bigrams) / max(len(q_bigrams), 1)
         neighbours = neighbours_of[row]
         nb_cos = max((cos_of[r] for r in neighbours), default=0.0)
-        around = {r: _sentence(snap, cache, article_row, r - start, r).words for r in neighbours}
+        around = {r: _sentence(snap, article_row, r - start).words for r in neighbours}
         context = words.union(*around.values())
         names = sentence.names - q_words
         table.append([0.0, passage.score, nb_cos, covered(words), covered(passage_words[passage.chunk_row]),
@@ -334,12 +332,25 @@ class _Sentence(NamedTuple):
     anaphor: bool  # opens with a pronoun: "It", "They", "This"...
 
 
-def _sentence(snap: Snapshot, cache: dict, article_row: int, index: int, row: int) -> _Sentence:
-    found = cache.get(row)
+def _cache(snap: Snapshot, name: str) -> dict:
+    """A cache of what the answer stage derives from a sentence or chunk text, kept on the
+    snapshot (the local store's lives as long as its loaded version; the Milvus store hands
+    each snapshot the same long-lived dicts). Keys name the text, not a row: an article's
+    content hash and a sentence index or span, the same in every snapshot that holds it."""
+    return snap.__dict__.setdefault("_derived", {}).setdefault(name, {})
+
+
+def _text_key(snap: Snapshot, article_row: int) -> str | int:
+    return snap.articles[article_row].content_hash or article_row  # a hand-made Article may have none
+
+
+def _sentence(snap: Snapshot, article_row: int, index: int) -> _Sentence:
+    cache, key = _cache(snap, "_sentence_tokens"), (_text_key(snap, article_row), index)
+    found = cache.get(key)
     if found is None:
         text = _text(snap, article_row, index)
         sequence = tokens(text)
-        found = cache[row] = _Sentence(frozenset(sequence), frozenset(zip(sequence, sequence[1:])),
+        found = cache[key] = _Sentence(frozenset(sequence), frozenset(zip(sequence, sequence[1:])),
                                        len(text.split()), frozenset(m.lower() for m in _NAME.findall(text)),
                                        bool(_DIGIT.search(text)), bool(_ANAPHOR.match(text)))
     return found
@@ -354,29 +365,29 @@ def _joinable(snap: Snapshot, article_row: int, index: int) -> bool:
     return "\n" not in text[first.end:second.start] and not is_cruft(text, first) and not is_cruft(text, second)
 
 
-def _cruft(snap: Snapshot, article_row: int, index: int, row: int) -> bool:
-    cache = snap.__dict__.setdefault("_cruft", {})  # per loaded version, filled as questions reach it
-    found = cache.get(row)
+def _skipped(snap: Snapshot, article_row: int, index: int) -> bool:
+    """Whether a sentence is never a quote: a question the article asks, or page furniture."""
+    cache, key = _cache(snap, "_skipped"), (_text_key(snap, article_row), index)
+    found = cache.get(key)
     if found is None:
-        found = cache[row] = is_cruft(snap.articles[article_row].text, snap.sentences.at(article_row, index))
+        article = snap.articles[article_row]
+        found = cache[key] = bool(_ASKS.search(_text(snap, article_row, index))
+                                  or is_cruft(article.text, snap.sentences.at(article_row, index)))
     return found
 
 
-def _chunk_words(snap: Snapshot, cache: dict, chunk_row: int) -> set[str]:
-    found = cache.get(chunk_row)
+def _chunk_words(snap: Snapshot, chunk_row: int) -> set[str]:
+    article_row, start, end = (int(v) for v in snap.chunks[chunk_row][:3])
+    cache, key = _cache(snap, "_chunk_words"), (_text_key(snap, article_row), start, end)
+    found = cache.get(key)
     if found is None:
-        found = cache[chunk_row] = set(tokens(_chunk_text(snap, chunk_row)))
+        found = cache[key] = set(tokens(snap.articles[article_row].text[start:end]))
     return found
 
 
 def _text(snap: Snapshot, article_row: int, index: int) -> str:
     span = snap.sentences.at(article_row, index)
     return snap.articles[article_row].text[span.start:span.end]
-
-
-def _chunk_text(snap: Snapshot, chunk_row: int) -> str:
-    article_row, start, end = (int(v) for v in snap.chunks[chunk_row][:3])
-    return snap.articles[article_row].text[start:end]
 
 
 def addresses(probabilities: Sequence[float]) -> float:

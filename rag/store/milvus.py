@@ -1,5 +1,6 @@
 """The Milvus store: the same index on a Milvus server or cluster, named
-``milvus://HOST:PORT[/PREFIX]`` (pymilvus's ``MilvusClient``).
+``milvus://HOST:PORT[/PREFIX]`` (pymilvus's ``MilvusClient``), or in a file that Milvus
+Lite's embedded engine serves, ``milvus:///PATH.db[/PREFIX]``.
 
 Five collections, ``PREFIX_...``:
 
@@ -60,6 +61,8 @@ CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # AllSides articles took 0.76 s unflushed, 0.28 s flushed, same answers) for sealed segments
 # that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
 FLUSH_AT = 20
+SENTENCE_READ = 64  # sentence rows per read: a question's few hundred are read in parallel
+DERIVED_MAX = 500_000  # sentences whose derived words a store keeps (a few hundred MB at most)
 # pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
 # allows one ping in 5 minutes without calls and answers more with GOAWAY "too_many_pings",
 # which gRPC prints to stderr while a long build embeds. Ping less often than that.
@@ -86,11 +89,20 @@ class MilvusStore:
         # line, and its iterator's notes (server-side timestamps) are no news to a user.
         logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
+        self.embedded = layout.is_file(self.address)
         try:
-            self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout, grpc_options=GRPC_OPTIONS)
+            if self.embedded:  # pymilvus starts Milvus Lite's engine on the file (pymilvus 2.5 + milvus-lite 2.5)
+                self.client = MilvusClient(uri=self.address, timeout=timeout)
+            else:
+                self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout,
+                                           grpc_options=GRPC_OPTIONS)
         except Exception as err:  # pymilvus raises MilvusException for every kind of failure
             raise RagError(f"cannot reach Milvus at {self.address} ({_reason(err)})") from None
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rag-milvus")
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rag-milvus")
+        # What the answer stage derives from sentence texts (words, cruft), keyed by content hash:
+        # every snapshot shares it, so a sentence is read once per process, as in a loaded folder.
+        self._derived: dict[str, dict] = {}
+        self._schema_checked = False
 
     def __str__(self) -> str:
         return self.uri
@@ -116,8 +128,11 @@ class MilvusStore:
         """The meta row, or None when this prefix holds no index; a clear error for
         collections that are not rag's."""
         if not self.exists():
+            self._schema_checked = False
             return None
-        self._check_schema()
+        if not self._schema_checked:  # once per store object: five calls that every question made
+            self._check_schema()
+            self._schema_checked = True
         rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"],
                           output_fields=["value"])
         if not rows:
@@ -168,7 +183,7 @@ class MilvusStore:
                 continue
             schema = self.client.create_schema(auto_id=False)
             index = self.client.prepare_index_params()
-            for field, (kind_of, options) in layout.fields(kind, dim).items():
+            for field, (kind_of, options) in layout.fields(kind, dim, partition_key=not self.embedded).items():
                 schema.add_field(field, getattr(DataType, kind_of), **options)
                 if kind_of == "FLOAT_VECTOR":
                     index.add_index(field, index_type="AUTOINDEX", metric_type="IP")
@@ -198,6 +213,7 @@ class MilvusStore:
         field = GROUP_FIELDS.get(by)
         if field is not None and len(labels) > settings.max_viewpoints:
             labels = self._best_groups(vector, field, where, labels, settings.max_viewpoints)
+        frequencies = self._pool.submit(self._frequencies, sorted(terms))  # beside the searches
         searches = [self._pool.submit(self._search, vector, text, groups[label] + (f" and {where}" if where else ""),
                                       settings.passages) for label in labels]
         hits = {label: s.result() for label, s in zip(labels, searches)}
@@ -207,8 +223,8 @@ class MilvusStore:
             best = sorted(hits, key=lambda label: -closest[label])
             hits = {label: hits[label] for label in best[:settings.max_viewpoints]}
         snap, sides = self._snapshot(hits, vector, meta)
-        frequencies = self._frequencies(sorted(terms))
-        return Found(snap, from_frequencies(frequencies, int(meta["chunks"])), sides, len(groups) - len(sides))
+        return Found(snap, from_frequencies(frequencies.result(), int(meta["chunks"])), sides,
+                     len(groups) - len(sides))
 
     def _groups(self, by: str, meta: dict) -> dict[str, str]:
         """Each viewpoint label of field ``by`` and the expression that selects its chunks.
@@ -257,31 +273,39 @@ class MilvusStore:
         A hit of another generation than its article's live one (a write under way,
         or one that died) is skipped."""
         ids = list(dict.fromkeys(h["doc_id"] for side in hits.values() for h in side))
-        articles = {a.id: (a, record) for a, record in self._articles(ids)}
+        # The sentences around each passage (the answer stage scores them and their neighbours),
+        # named by the hit's own generation: read beside the articles, not after them.
+        around: dict[tuple[str, int], set[int]] = {}
+        for hit in (h for side in hits.values() for h in side):
+            around.setdefault((hit["doc_id"], hit["gen"]), set()).update(
+                range(max(hit["first_sentence"] - 1, 0), hit["last_sentence"] + 2))
+        rows = self._sentence_reads(around)  # in the pool, with the articles' read: no task waits on another
+        articles = {a.id: (a, record) for a, record in self._pool.submit(self._articles, ids).result()}
         order = [i for i in ids if i in articles]
         row_of = {doc_id: row for row, doc_id in enumerate(order)}
-        chunks, sides, wanted = [], {}, {}
+        chunks, sides = [], {}
         for label, side in hits.items():
             passages = []
             for hit in side:
                 stored = articles.get(hit["doc_id"])
                 if stored is None or stored[1]["gen"] != hit["gen"]:
                     continue
-                n = stored[1]["n_sentences"]
                 chunks.append((row_of[hit["doc_id"]], hit["span_start"], hit["span_end"],
                                hit["first_sentence"], hit["last_sentence"]))
-                wanted.setdefault(hit["doc_id"], set()).update(
-                    range(max(hit["first_sentence"] - 1, 0), min(hit["last_sentence"] + 2, n)))
                 passages.append(Passage(len(chunks) - 1, layout.cosine(hit, vector), len(passages) + 1))
             if passages:
                 sides[label] = passages
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
         starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
         vectors = np.zeros((int(starts[-1]), int(meta["dim"])), np.float16)
-        for doc_id, idx, vec in self._sentence_vectors(articles, wanted):
-            vectors[starts[row_of[doc_id]] + idx] = vec
+        for doc_id, gen, idx, vec in (self._sentence(row) for part in rows for row in part.result()):
+            if doc_id in row_of and articles[doc_id][1]["gen"] == gen and idx < len(spans[row_of[doc_id]]):
+                vectors[starts[row_of[doc_id]] + idx] = vec
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
                         None, vectors, manifest=meta, version=layout.version_of(meta))
+        if sum(map(len, self._derived.values())) > DERIVED_MAX:
+            self._derived.clear()
+        snap.__dict__["_derived"] = self._derived
         return snap, sides
 
     def _articles(self, ids: Sequence[str]) -> Iterable[tuple[Article, dict]]:
@@ -311,10 +335,16 @@ class MilvusStore:
                               output_fields=fields)
         return out
 
-    def _sentence_vectors(self, articles: dict, wanted: dict[str, set[int]]):
-        keys = [f"{doc_id}#{articles[doc_id][1]['gen']}#s{i}" for doc_id, idx in wanted.items() for i in sorted(idx)]
-        for row in self._get_many("sentences", keys, ["doc_id", "idx", "vector"]):
-            yield row["doc_id"], int(row["idx"]), np.asarray(row["vector"], np.float32)
+    def _sentence_reads(self, around: dict[tuple[str, int], set[int]]) -> list:
+        """Reads (futures) of the sentence rows ``around`` names, ``SENTENCE_READ`` a call; an index
+        past an article's last sentence names no row and is not found."""
+        keys = [f"{doc_id}#{gen}#s{i}" for (doc_id, gen), idx in around.items() for i in sorted(idx)]
+        return [self._pool.submit(self._get_many, "sentences", keys[at:at + SENTENCE_READ],
+                                  ["doc_id", "gen", "idx", "vector"]) for at in range(0, len(keys), SENTENCE_READ)]
+
+    @staticmethod
+    def _sentence(row: dict) -> tuple[str, int, int, np.ndarray]:
+        return row["doc_id"], int(row["gen"]), int(row["idx"]), np.asarray(row["vector"], np.float32)
 
     def _frequencies(self, terms: list[str]) -> dict[str, int]:
         """How many chunks hold each of ``terms`` (absent: none)."""

@@ -32,19 +32,34 @@ _HOST_PORT = re.compile(r"(?P<host>[^:/]+):(?P<port>[0-9]{1,5})\Z")
 
 
 def parse(uri: str) -> tuple[str, str]:
-    """(``host:port``, collection prefix) of ``milvus://HOST:PORT[/PREFIX]``.
+    """(``host:port``, collection prefix) of ``milvus://HOST:PORT[/PREFIX]``; for
+    ``milvus:///PATH.db[/PREFIX]`` (no host: Milvus Lite's embedded engine in a file), the
+    file's path instead of ``host:port``.
 
     >>> parse("milvus://127.0.0.1:19530"), parse("milvus://db.internal:19530/news")
     (('127.0.0.1:19530', 'rag'), ('db.internal:19530', 'news'))
+    >>> parse("milvus:///tmp/corpus.db/news")
+    ('/tmp/corpus.db', 'news')
     """
     rest = uri.removeprefix("milvus://")
-    address, _, prefix = rest.partition("/")
+    if rest.startswith("/"):  # a file: the path ends at .db, the prefix follows
+        path, dot, prefix = rest.partition(".db")
+        address = path + dot
+        if not dot or prefix[:1] not in ("", "/"):
+            raise RagError(f"{uri}: expected milvus:///PATH.db[/PREFIX] for an embedded Milvus Lite file")
+    else:
+        address, _, prefix = rest.partition("/")
+        if not _HOST_PORT.match(address):
+            raise RagError(f"{uri}: expected milvus://HOST:PORT[/PREFIX], e.g. milvus://127.0.0.1:19530")
     prefix = prefix.strip("/") or "rag"
-    if not _HOST_PORT.match(address):
-        raise RagError(f"{uri}: expected milvus://HOST:PORT[/PREFIX], e.g. milvus://127.0.0.1:19530")
     if not _PREFIX.match(prefix):
         raise RagError(f"{uri}: collection prefix {prefix!r} must be letters, digits and _ (not first a digit)")
     return address, prefix
+
+
+def is_file(address: str) -> bool:
+    """An embedded Milvus Lite file rather than a server's ``host:port``."""
+    return address.startswith("/")
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,8 +134,10 @@ def filter_expr(filters: Filters | None) -> str:
     return " and ".join(parts)
 
 
-def fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
-    """The fields of each collection: name -> (pymilvus DataType name, options)."""
+def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tuple[str, dict]]:
+    """The fields of each collection: name -> (pymilvus DataType name, options). Without
+    ``partition_key`` the chunks' viewpoint is a plain field: Milvus Lite 2.5's embedded
+    engine rejects every filter on a collection with a partition key (milvus-io/milvus#43163)."""
     key = {"key": ("VARCHAR", {"is_primary": True, "max_length": 1024})}
     label = {"max_length": 1024}
     owner = {"doc_id": ("VARCHAR", label), "gen": ("INT64", {})}
@@ -130,7 +147,7 @@ def fields(kind: str, dim: int = 0) -> dict[str, tuple[str, dict]]:
                 "viewpoint": ("VARCHAR", label), "by_source": ("VARCHAR", label),
                 "text": ("VARCHAR", {"max_length": 65535}), "record": ("JSON", {}), "spans": ("JSON", {}), **vector}
     if kind == "chunks":
-        return {**key, **owner, "viewpoint": ("VARCHAR", {**label, "is_partition_key": True}),
+        return {**key, **owner, "viewpoint": ("VARCHAR", {**label, "is_partition_key": partition_key}),
                 "by_source": ("VARCHAR", label), "source": ("VARCHAR", label),
                 "day": ("VARCHAR", {"max_length": 16}), "span_start": ("INT64", {}), "span_end": ("INT64", {}),
                 "first_sentence": ("INT64", {}), "last_sentence": ("INT64", {}),
