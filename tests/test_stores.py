@@ -227,3 +227,87 @@ def test_more_viewpoints_than_columns_keep_the_same_closest_ones(tmp_path, milvu
     assert len(local.viewpoints) == 3 and local.more_viewpoints == 3
     assert {v.viewpoint for v in local.viewpoints} >= {"side0", "side1"}
     assert quotes(milvus) == quotes(local) and milvus.more_viewpoints == 3
+
+
+def test_one_writer_at_a_time_on_milvus(milvus_server, hash_embedder, tmp_path):
+    """While one writer holds the store's write lock, another stops with one line and changes
+    nothing; a lock whose writer stopped refreshing it (died) is cleared by the next writer."""
+    uri = f"{milvus_server}/one_writer"
+    corpus = _corpus(tmp_path)
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    holder = rag.Index(uri, embedder=hash_embedder).store
+    key = holder._lock()  # a writer in the middle of its write
+    _article(corpus, "fishing.md", "Fishing quotas for trawlers were raised in the north.")
+    second = rag.Index(uri, embedder=hash_embedder)
+    with pytest.raises(RagError, match=f"^{uri}: another writer is writing \\(pid {os.getpid()} on .*\\); run "
+                                       "again when it is done$"):
+        second.add([corpus / "fishing.md"], progress=False)
+    assert second.stats()["version"] == "v000001" and second.stats()["articles"] == 2
+    locks = holder.client.query(holder.name("meta"), filter='key like "lock#%"', output_fields=["key"])
+    assert [r["key"] for r in locks] == [key]  # the stopped writer took its own row back
+    holder._unlock(key)
+    assert second.add([corpus / "fishing.md"], progress=False).added == ("fishing",)
+
+    # a writer that died holding the lock: its row is never refreshed again
+    holder.client.upsert(holder.name("meta"), [{"key": "lock#dead", "vector": [0.0, 0.0], "value": {
+        "host": "gone", "pid": 1, "since": 0.0, "beat": 0.0}}])
+    assert second.remove(["fishing"]).removed == ("fishing",)
+    assert holder.client.query(holder.name("meta"), filter='key like "lock#%"', output_fields=["key"]) == []
+    assert second.store.check()[1] == []
+
+
+def test_a_write_planned_before_another_writer_committed_stops(milvus_server, hash_embedder, tmp_path):
+    """Writer A plans and embeds; writer B commits meanwhile; A, holding the lock at last,
+    finds the index moved on and stops rather than write from a stale plan."""
+    uri = f"{milvus_server}/stale_plan"
+    corpus = _corpus(tmp_path)
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    _article(corpus, "a.md", "Wheat prices rose again this spring.")
+    _article(corpus, "b.md", "The harbour froze over in January.")
+    other = rag.Index(uri, embedder=hash_embedder)
+
+    class CommitsMeanwhile(Counting):
+        def encode(self, texts, progress=False):
+            if not self.texts:  # B's whole write happens while A embeds
+                other.add([corpus / "b.md"], progress=False)
+            return super().encode(texts, progress)
+
+    first = rag.Index(uri, embedder=CommitsMeanwhile(hash_embedder))
+    with pytest.raises(RagError, match=f"^{uri}: another writer changed the index \\(to v000002\\) while this "
+                                       "one planned; run it again$"):
+        first.add([corpus / "a.md"], progress=False)
+    assert {a.id for a in other.articles()} == {"independent-putin-playing-for-time",
+                                                "rt-putin-trump-call-a-success", "b"}
+    assert first.add([corpus / "a.md"], progress=False).added == ("a",)
+    assert other.stats()["articles"] == 4 and other.store.check()[1] == []
+
+
+def test_an_add_or_remove_on_milvus_reads_only_the_articles_it_touches(milvus_server, hash_embedder, tmp_path):
+    """A build reads every article's record (what is not among its inputs goes); an add or a
+    remove reads the records of the ids it names and of articles with the same text, never
+    all of them (a scan of the articles collection per add would grow with the corpus)."""
+    uri = f"{milvus_server}/no_scan"
+    corpus = _corpus(tmp_path)
+    for n in range(5):
+        _article(corpus, f"filler{n}.md", f"Filler article number {n} about the harbour.")
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    ix = rag.Index(uri, embedder=hash_embedder)
+    scans = []
+    real_scan = ix.store._scan
+    ix.store._scan = lambda kind, *a, **k: scans.append(kind) or real_scan(kind, *a, **k)
+    _article(corpus, "copy.md", "Filler article number 3 about the harbour.")  # filler3's text
+    _article(corpus, "filler1.md", "Filler article number 1, rewritten, about the port.")
+    report = ix.add([corpus / "copy.md", corpus / "filler1.md"], progress=False)
+    assert report.duplicates == (("copy", "filler3"),) and report.changed == ("filler1",)
+    assert report.added == () and report.unchanged == 6
+    assert ix.remove(["filler0"]).unchanged == 6
+    assert scans == []
+    stats = ix.stats()
+    assert stats["articles"] == 6 and stats["viewpoints"] == {"neutral": 4, "pro-Russia": 1, "pro-Ukraine": 1}
+    assert ix.store.check()[1] == []
+    local = rag.build([corpus], index=tmp_path / "local", embedder=hash_embedder, progress=False)
+    ix.rebuild([corpus], progress=False)
+    assert scans == ["articles"]
+    assert {a.id for a in ix.articles()} == {a.id for a in rag.open(tmp_path / "local", embedder=hash_embedder)
+                                             .articles()}
+    assert ix.stats()["chunks"] == local.chunks  # the same corpus, the same chunks, counted afresh

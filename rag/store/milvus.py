@@ -36,6 +36,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -62,6 +66,7 @@ CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
 FLUSH_AT = 20
 SENTENCE_READ = 64  # sentence rows per read: a question's few hundred are read in parallel
+LOCK_STALE = 120.0  # seconds without a heartbeat after which a writer's lock is a dead writer's
 DERIVED_MAX = 500_000  # sentences whose derived words a store keeps (a few hundred MB at most)
 # pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
 # allows one ping in 5 minutes without calls and answers more with GOAWAY "too_many_pings",
@@ -103,6 +108,7 @@ class MilvusStore:
         # every snapshot shares it, so a sentence is read once per process, as in a loaded folder.
         self._derived: dict[str, dict] = {}
         self._schema_checked = False
+        self._beat_at = 0.0  # when this writer last refreshed its lock row (time.monotonic)
 
     def __str__(self) -> str:
         return self.uri
@@ -124,8 +130,9 @@ class MilvusStore:
     def exists(self) -> bool:
         return bool(self._call("listing collections", self.client.has_collection, self.name("meta")))
 
-    def _meta(self) -> dict | None:
-        """The meta row, or None when this prefix holds no index; a clear error for
+    def _meta(self, empty_ok: bool = False) -> dict | None:
+        """The meta row, or None when this prefix holds no index (``empty_ok``: also when its
+        collections are there without one, a first write that died); a clear error for
         collections that are not rag's."""
         if not self.exists():
             self._schema_checked = False
@@ -135,6 +142,8 @@ class MilvusStore:
             self._schema_checked = True
         rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"],
                           output_fields=["value"])
+        if not rows and empty_ok:
+            return None
         if not rows:
             raise IndexCorrupt(f"{self.uri}: {self.name('meta')} has no manifest row; rebuild with "
                                f"rag build --full --store {self.uri}")
@@ -174,7 +183,7 @@ class MilvusStore:
             return None
         return meta.get("model") if meta else None
 
-    def _create(self, dim: int, meta: dict) -> None:
+    def _create(self, dim: int) -> None:
         from pymilvus import DataType, Function, FunctionType
 
         for kind in KINDS:
@@ -194,7 +203,6 @@ class MilvusStore:
                                 params=BM25_PARAMS)
             self._call(f"creating {name}", self.client.create_collection, name, schema=schema,
                        index_params=index, consistency_level=CONSISTENCY)
-        self._put_meta(meta)
 
     def _put_meta(self, meta: dict) -> None:
         self._call("writing meta", self.client.upsert, self.name("meta"),
@@ -409,53 +417,132 @@ class MilvusStore:
 
     # ---- writing ----------------------------------------------------------------
 
-    def _stored(self, meta: dict | None) -> Stored:
-        rows = list(self._scan("articles", "part == 0", ["doc_id", "hash", "record"])) if meta else []
+    def _stored(self, meta: dict | None, mode: str, loaded, remove: Sequence[str]) -> Stored:
+        """What a write plans from. A build (the whole corpus) or an upgrade reads every live
+        article's record; an add or a remove only those it can touch: the ids it names and
+        the articles holding the same text as an incoming one (build.plan keeps a text once)."""
+        fields = ["doc_id", "hash", "record"]
+        if not meta:
+            rows = []
+        elif mode in ("build", "upgrade"):
+            rows = list(self._scan("articles", "part == 0", fields))
+        else:
+            ids = list(dict.fromkeys([a.id for a in loaded.articles] + list(remove)))
+            rows = [r for r in self._get_many("articles", ids, fields + ["part"]) if r["part"] == 0]
+            hashes = sorted({a.content_hash for a in loaded.articles})
+            for at in range(0, len(hashes), 512):
+                rows += self._call("reading articles", self.client.query, self.name("articles"),
+                                   filter=f"part == 0 and hash in {json.dumps(hashes[at:at + 512])}",
+                                   output_fields=fields, consistency_level=CONSISTENCY)
+            rows = list({r["doc_id"]: r for r in rows}.values())
         records = [r["record"] for r in rows]
         return Stored(self, meta or {}, [r["doc_id"] for r in rows], [r["hash"] for r in rows],
                       [rec.get("path", "") for rec in records], [rec["digest"] for rec in records],
-                      [rec["gen"] for rec in records], records, layout.version_of(meta) if meta else "")
+                      [rec["gen"] for rec in records], records, layout.version_of(meta) if meta else "",
+                      complete=not meta or mode in ("build", "upgrade"))
 
     def write(self, loaded, mode: str, embedder, settings: Settings, remove: Sequence[str] = (),
               full: bool = False, dry_run: bool = False, progress: bool = True, **_) -> BuildReport:
         """Plan and write one update (build.plan, as locally); see the module's docstring."""
         require_articles(loaded, mode)
-        meta = self._meta()
+        meta = self._meta(empty_ok=True)
         if meta is not None and (meta.get("model"), meta.get("dim")) != (embedder.name, embedder.dim):
             raise IndexCorrupt(f"{self.uri}: built with {meta.get('model')} ({meta.get('dim')}-d), not "
                                f"{embedder.name} ({embedder.dim}-d); rebuild with rag build --full")
         if meta is None and mode != "build":
             raise IndexMissing(f"{self.uri}: no index here; build one with rag build PATHS --store {self.uri}")
-        old = self._stored(meta)
+        old = self._stored(meta, mode, loaded, remove)
         chunking = chunk_settings(settings, embedder)
         same_chunking = meta is None or meta.get("chunking") == chunking
         plan = plan_update(old, loaded, "remove" if mode == "upgrade" else mode, remove,
                             reuse_vectors=same_chunking and not full)
         report = plan.report
+        if not old.complete:  # planned from the touched articles: the rest are unchanged
+            report = replace(report, unchanged=int(meta["articles"]) - len(report.changed) - len(report.removed))
+            plan = replace(plan, report=report)
         nothing = not (report.added or report.changed or report.removed or plan.write)
         if dry_run or (nothing and meta is not None):
             return replace(report, chunks=int(meta["chunks"]) if meta else 0)
         todo = [a for a in plan.write if a.id in plan.embed]
         fresh = chunk_all(todo, embedder, settings, progress)
         vectors = embed_articles(todo, fresh, embedder, settings, progress)
+        planned = meta
         if meta is None:
-            meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
-                    "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
-                    "version": 0, "next_gen": 1, "articles": 0, "chunks": 0, "sentences": 0,
-                    "groups": {by: {} for by in GROUP_FIELDS}}
-            self._create(embedder.dim, meta)
-        gen = int(meta["next_gen"])
-        self._put_meta({**meta, "next_gen": gen + 1})  # this write's rows are its own, even if it dies
-        meta = {**meta, "chunking": chunking, "next_gen": gen + 1}
-        counts = self._write_rows(old, plan, fresh, vectors, gen, meta, progress)
-        meta.update(counts, version=int(meta["version"]) + 1)
-        self._put_meta(meta)
+            self._create(embedder.dim)
+        lock = self._lock()  # after the model's work: a write holds the lock only while it writes
+        try:
+            meta = self._meta(empty_ok=True)
+            if (meta or {}).get("version") != (planned or {}).get("version"):
+                raise RagError(f"{self.uri}: another writer changed the index (to {layout.version_of(meta)}) "
+                               f"while this one planned; run it again")
+            if meta is None:
+                meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
+                        "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
+                        "version": 0, "next_gen": 1, "articles": 0, "chunks": 0, "sentences": 0,
+                        "groups": {by: {} for by in GROUP_FIELDS}}
+            gen = int(meta["next_gen"])
+            self._put_meta({**meta, "next_gen": gen + 1})  # this write's rows are its own, even if it dies
+            meta = {**meta, "chunking": chunking, "next_gen": gen + 1}
+            totals = self._write_rows(old, plan, fresh, vectors, gen, meta, progress, lock)
+            meta.update(totals, version=int(meta["version"]) + 1)
+            self._put_meta(meta)
+        finally:
+            self._unlock(lock)
         if len(plan.write) >= FLUSH_AT:
             for kind in KINDS:  # seal the new rows into segments, which the server indexes once
                 self._call(f"flushing {kind}", self.client.flush, self.name(kind))
         return replace(report, chunks=int(meta["chunks"]), version=layout.version_of(meta))
 
-    def _write_rows(self, old: Stored, plan, fresh: dict, vectors, gen: int, meta: dict, progress: bool) -> dict:
+    # ---- one writer at a time ---------------------------------------------------
+    # Milvus has no transactions: a writer inserts a lock row into meta, then reads every lock
+    # row (Strong). It writes only if no other live writer's row is there, else it takes its row
+    # back and stops. Of two writers, at most one can miss the other's row (the one whose read
+    # came first), so at most one writes; both may stop, and a user runs again. A writer
+    # refreshes its row as it writes; a row not refreshed for LOCK_STALE seconds is a dead
+    # writer's, removed by the next one, and a writer whose row is gone stops before switching.
+
+    def _lock(self) -> str:
+        key = f"lock#{uuid.uuid4().hex}"
+        self._beat(key, since=time.time())
+        rows = self._call("reading locks", self.client.query, self.name("meta"), filter='key like "lock#%"',
+                          output_fields=["key", "value"], consistency_level=CONSISTENCY)
+        now = time.time()
+        others = [r for r in rows if r["key"] != key]
+        dead = [r["key"] for r in others if now - float(r["value"].get("beat", 0)) > LOCK_STALE]
+        if dead:
+            self._call("removing dead writers' locks", self.client.delete, self.name("meta"), ids=dead)
+        live = [r["value"] for r in others if r["key"] not in dead]
+        if live:
+            self._unlock(key)
+            who = live[0]
+            raise RagError(f"{self.uri}: another writer is writing (pid {who.get('pid')} on {who.get('host')}, "
+                           f"for {now - float(who.get('since', now)):.0f} s); run again when it is done")
+        return key
+
+    def _beat(self, key: str, since: float | None = None) -> None:
+        """Write (or refresh) this writer's lock row."""
+        if since is None:
+            if time.monotonic() - self._beat_at < LOCK_STALE / 6:
+                return
+            rows = self._call("reading locks", self.client.get, self.name("meta"), ids=[key],
+                              output_fields=["value"])
+            if not rows:
+                raise RagError(f"{self.uri}: this writer's lock was taken for a dead writer's "
+                               f"(no heartbeat for {LOCK_STALE:.0f} s); nothing switched, run it again")
+            since = rows[0]["value"]["since"]
+        value = {"host": socket.gethostname(), "pid": os.getpid(), "since": since, "beat": time.time()}
+        self._call("writing lock", self.client.upsert, self.name("meta"), [{"key": key, "value": value,
+                                                                            "vector": [0.0, 0.0]}])
+        self._beat_at = time.monotonic()
+
+    def _unlock(self, key: str) -> None:
+        try:
+            self.client.delete(self.name("meta"), ids=[key])
+        except Exception:  # the server went away: the row goes stale and the next writer removes it
+            pass
+
+    def _write_rows(self, old: Stored, plan, fresh: dict, vectors, gen: int, meta: dict, progress: bool,
+                    lock: str) -> dict:
         """New rows, then the switch (article rows), then the replaced rows' removal; returns
         the counts and viewpoints the meta row records after it."""
         from tqdm.auto import tqdm
@@ -474,6 +561,7 @@ class MilvusStore:
             for kind, rows in self._article_rows(article, gen, table, chunk_vectors, sentence_vectors).items():
                 pending[kind] += rows
             self._flush(pending, BATCH)
+            self._beat(lock)
             record = layout.record(article, gen, spans, len(table))
             heads.append(layout.article_row(article, record, chunk_vectors, spans))
             if article.id in plan.embed:  # its chunks are new: their words count, the old ones' no more
@@ -482,6 +570,8 @@ class MilvusStore:
                     df.subtract(self._old_terms(article.id, live[article.id]))
             live[article.id] = record
         self._flush(pending, 1)  # every new row is in before any article switches to it
+        self._beat_at = -LOCK_STALE  # still ours? (else another writer may be writing now)
+        self._beat(lock)
         for at in range(0, len(heads), BATCH):  # the switch: each article now reads its new rows
             self._call("writing articles", self.client.upsert, self.name("articles"), heads[at:at + BATCH])
         dropped = sorted(plan.drop)
@@ -496,9 +586,10 @@ class MilvusStore:
                 for kind in ("chunks", "sentences", "articles"):
                     self._call(f"removing {kind}", self.client.delete, self.name(kind), filter=where)
         self._update_terms(df, meta)
-        groups = {by: dict(Counter(rec[by + "_label"] for rec in live.values())) for by in GROUP_FIELDS}
-        return {"articles": len(live), "chunks": sum(r["n_chunks"] for r in live.values()),
-                "sentences": sum(r["n_sentences"] for r in live.values()), "groups": groups}
+        if old.complete:  # every live article is at hand: count afresh (heals a dead writer's counts)
+            return counts(meta, [], live.values(), afresh=True)
+        before = [old.records[old.row_of[i]] for i in written + dropped if i in old.row_of]
+        return counts(meta, before, [live[i] for i in written])
 
     def _flush(self, pending: dict[str, list], least: int) -> None:
         """Upsert the pending rows of each collection, ``BATCH`` a call, while ``least`` are waiting."""
@@ -560,3 +651,24 @@ class MilvusStore:
             self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
         for at in range(0, len(gone), 4 * BATCH):
             self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])
+
+
+def counts(meta: dict, before: Iterable[dict], after: Iterable[dict], afresh: bool = False) -> dict:
+    """The meta row's counts once the articles of records ``before`` became those of ``after``;
+    ``afresh``: ``after`` is every live article, counted from nothing.
+
+    >>> rec = {"n_chunks": 3, "n_sentences": 9, "viewpoint_label": "Left", "source_label": "BBC"}
+    >>> counts({"articles": 1, "chunks": 3, "sentences": 9, "groups": {"viewpoint": {"Left": 1}}}, [], [rec])
+    {'articles': 2, 'chunks': 6, 'sentences': 18, 'groups': {'viewpoint': {'Left': 2}, 'source': {'BBC': 1}}}
+    """
+    base = {"articles": 0, "chunks": 0, "sentences": 0, "groups": {}} if afresh else meta
+    n = {name: int(base[name]) for name in ("articles", "chunks", "sentences")}
+    groups = {by: Counter(base["groups"].get(by, {})) for by in GROUP_FIELDS}
+    for sign, records in ((-1, before), (1, after)):
+        for rec in records:
+            n["articles"] += sign
+            n["chunks"] += sign * rec["n_chunks"]
+            n["sentences"] += sign * rec["n_sentences"]
+            for by in GROUP_FIELDS:
+                groups[by][rec[by + "_label"]] += sign
+    return {**n, "groups": {by: {label: k for label, k in c.items() if k > 0} for by, c in groups.items()}}

@@ -77,6 +77,7 @@ class Stored:
     records: list[dict]
     version: str = ""
     warning: str = ""
+    complete: bool = True  # every live article; an add or a remove reads only those it can touch
 
     @cached_property
     def row_of(self) -> dict[str, int]:
