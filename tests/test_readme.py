@@ -50,3 +50,15 @@ def test_readme_scaling_out_commands_run_against_a_milvus_server(milvus_server, 
     outputs = dict(ran)
     assert "2 added" in outputs["build"] and "[pro-Russia]" in outputs["ask"]
     assert f"index: {milvus_server}/news" in outputs["stats"] and outputs["check"].endswith("2 articles ok\n")
+
+    # the Milvus Lite file, as written, in a folder of the test's own
+    [block] = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if "milvus:///tmp/news.db" in b]
+    ran = []
+    for line in block.strip().splitlines():
+        command = shlex.split(line.split("  #")[0].replace("/tmp/news.db", f"{tmp_path}/news.db"))
+        assert command[0] == "rag", line
+        result = subprocess.run([sys.executable, "-m", "rag", *command[1:]], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (line, result.stderr)
+        ran.append(result.stdout)
+    assert "2 added" in ran[0] and "[pro-Russia]" in ran[1] and "concessions" in ran[1]

@@ -311,3 +311,22 @@ def test_an_add_or_remove_on_milvus_reads_only_the_articles_it_touches(milvus_se
     assert {a.id for a in ix.articles()} == {a.id for a in rag.open(tmp_path / "local", embedder=hash_embedder)
                                              .articles()}
     assert ix.stats()["chunks"] == local.chunks  # the same corpus, the same chunks, counted afresh
+
+
+def test_a_milvus_lite_file_needs_no_server(tmp_path):
+    """``milvus:///PATH.db``: Milvus Lite serves a file from inside the process (milvus-lite
+    3.2 here; with pymilvus 2.5 and milvus-lite 2.5, Milvus's C++ engine, as the benchmark
+    runs it). It answers in a later process as it did in the first; while a process holds the
+    file, another gets one line saying so."""
+    uri = f"milvus://{tmp_path}/seeds.db"
+    built = rag_cli("build", SEEDS, "--store", uri, "--quiet")
+    assert built.returncode == 0 and "2 added" in built.stdout, built.stderr
+    ix = rag.open(uri)
+    answer = {v.viewpoint: v for v in ix.ask("Did Russia make big concessions?").viewpoints}
+    first = answer["pro-Russia"].answers[0]
+    assert ix.article(first.doc_id).text[first.start:first.end] == first.text
+    assert "concessions" in first.text and ix.stats()["articles"] == 2
+    held = rag_cli("check", "--store", uri)
+    assert held.returncode == 1 and len(held.stderr.splitlines()) == 1, held.stderr
+    assert held.stderr.startswith(f"rag: error: {uri}: Milvus Lite cannot open {tmp_path}/seeds.db (")
+    assert held.stderr.rstrip().endswith("a file serves one process at a time: for several, run a Milvus server")

@@ -92,7 +92,8 @@ class MilvusStore:
             raise RagError(f"{uri}: a Milvus store needs pymilvus ({err}); pip install -e '.[milvus]'") from None
         # After the import, which configures pymilvus's loggers: its RPC errors become our one
         # line, and its iterator's notes (server-side timestamps) are no news to a user.
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        for name in ("pymilvus", "milvus_lite"):  # milvus_lite logs a traceback when a file is held
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
         self.embedded = layout.is_file(self.address)
         try:
@@ -102,6 +103,9 @@ class MilvusStore:
                 self.client = MilvusClient(uri=f"http://{self.address}", timeout=timeout,
                                            grpc_options=GRPC_OPTIONS)
         except Exception as err:  # pymilvus raises MilvusException for every kind of failure
+            if self.embedded:
+                raise RagError(f"{uri}: Milvus Lite cannot open {self.address} ({_reason(err)}); a file serves "
+                               f"one process at a time: for several, run a Milvus server") from None
             raise RagError(f"cannot reach Milvus at {self.address} ({_reason(err)})") from None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rag-milvus")
         # What the answer stage derives from sentence texts (words, cruft), keyed by content hash:
@@ -139,6 +143,7 @@ class MilvusStore:
             return None
         if not self._schema_checked:  # once per store object: five calls that every question made
             self._check_schema()
+            self._load()
             self._schema_checked = True
         rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"],
                           output_fields=["value"])
@@ -175,6 +180,15 @@ class MilvusStore:
             if missing:
                 raise IndexCorrupt(f"{self.uri}: collection {name} is not a rag {kind} collection (no field "
                                    f"{missing[0]!r}); name another prefix: milvus://{self.address}/OTHER")
+
+    def _load(self) -> None:
+        """Load any collection the server holds released: a server keeps its collections loaded,
+        but Milvus Lite opening a file starts with every collection released."""
+        for kind in KINDS:
+            name = self.name(kind)
+            state = self._call(f"reading {name}'s state", self.client.get_load_state, name)["state"]
+            if "NotLoad" in str(state):
+                self._call(f"loading {name}", self.client.load_collection, name)
 
     def built_with(self) -> str | None:
         try:
