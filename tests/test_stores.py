@@ -330,3 +330,24 @@ def test_a_milvus_lite_file_needs_no_server(tmp_path):
     assert held.returncode == 1 and len(held.stderr.splitlines()) == 1, held.stderr
     assert held.stderr.startswith(f"rag: error: {uri}: Milvus Lite cannot open {tmp_path}/seeds.db (")
     assert held.stderr.rstrip().endswith("a file serves one process at a time: for several, run a Milvus server")
+
+
+def test_grouping_by_another_field_reads_the_articles_once_per_version(milvus_server, hash_embedder, tmp_path):
+    """Grouping by a field that is not on the chunks (here ``kind``) reads every article's
+    record: once per index version, not per question; a write that changes the groups is
+    answered from on the next question."""
+    uri = f"{milvus_server}/group_once"
+    corpus = _corpus(tmp_path)
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    ix = rag.open(uri, embedder=hash_embedder)
+    scans = []
+    real_scan = ix.store._scan
+    ix.store._scan = lambda kind, *a, **k: scans.append(kind) or real_scan(kind, *a, **k)
+    for question in ("Did Russia make big concessions?", "Is Putin playing for time?"):
+        assert {v.viewpoint for v in ix.ask(question, group_by="kind").viewpoints} == {"opinion", "editorial"}
+    assert scans == ["articles"]
+    (corpus / "report.md").write_text("---\nviewpoint: neutral\nkind: report\n---\nPutin made no concessions, "
+                                      "officials said. Talks went on for time.\n", encoding="utf-8")
+    ix.add([corpus / "report.md"], progress=False)
+    sides = {v.viewpoint for v in ix.ask("Did Putin make concessions?", group_by="kind").viewpoints}
+    assert sides == {"opinion", "editorial", "report"} and scans == ["articles", "articles"]

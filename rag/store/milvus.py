@@ -112,6 +112,7 @@ class MilvusStore:
         # every snapshot shares it, so a sentence is read once per process, as in a loaded folder.
         self._derived: dict[str, dict] = {}
         self._schema_checked = False
+        self._grouped: tuple[tuple, dict] = ((), {})  # (field, version) -> its groups' expressions
         self._beat_at = 0.0  # when this writer last refreshed its lock row (time.monotonic)
 
     def __str__(self) -> str:
@@ -252,15 +253,20 @@ class MilvusStore:
         """Each viewpoint label of field ``by`` and the expression that selects its chunks.
         The viewpoint and the source label are fields of every chunk (the viewpoint is the
         partition key); another metadata field is read from every article's record, so
-        grouping by it costs a scan of the articles per question."""
+        grouping by it costs a scan of the articles once per index version (kept for the next
+        questions until a write changes the version)."""
         field = GROUP_FIELDS.get(by)
         if field is not None:
             return {label: f"{field} == {json.dumps(label, ensure_ascii=False)}"
                     for label, n in meta["groups"][by].items() if n > 0}
-        members: dict[str, list[str]] = {}
-        for article in self.articles():
-            members.setdefault(article.group(by), []).append(article.id)
-        return {label: f"doc_id in {json.dumps(ids, ensure_ascii=False)}" for label, ids in members.items()}
+        key = (by, meta["version"], meta["next_gen"])
+        if self._grouped[0] != key:
+            members: dict[str, list[str]] = {}
+            for article in self.articles():
+                members.setdefault(article.group(by), []).append(article.id)
+            self._grouped = (key, {label: f"doc_id in {json.dumps(ids, ensure_ascii=False)}"
+                                   for label, ids in members.items()})
+        return self._grouped[1]
 
     def _search(self, vector: np.ndarray, text: str, expr: str, k: int) -> list[dict]:
         from pymilvus import AnnSearchRequest, RRFRanker
