@@ -351,3 +351,28 @@ def test_grouping_by_another_field_reads_the_articles_once_per_version(milvus_se
     ix.add([corpus / "report.md"], progress=False)
     sides = {v.viewpoint for v in ix.ask("Did Putin make concessions?", group_by="kind").viewpoints}
     assert sides == {"opinion", "editorial", "report"} and scans == ["articles", "articles"]
+
+
+def test_a_writer_taken_for_dead_stops_before_switching(milvus_server, hash_embedder, tmp_path):
+    """Another writer cleared this writer's lock (it looked dead): this writer stops before any
+    article switches to its rows, and the next write goes through."""
+    uri = f"{milvus_server}/lost_lock"
+    corpus = _corpus(tmp_path)
+    rag.build([corpus], index=uri, embedder=hash_embedder, progress=False)
+    writer = rag.Index(uri, embedder=hash_embedder)
+    store, real = writer.store, writer.store.client.upsert
+
+    def lock_cleared_meanwhile(collection, rows, *args, **kwargs):
+        if collection == store.name("chunks"):  # while its new rows go in
+            store.client.delete(store.name("meta"), filter='key like "lock#%"')
+        return real(collection, rows, *args, **kwargs)
+
+    store.client.upsert = lock_cleared_meanwhile
+    _article(corpus, "fishing.md", "Fishing quotas for trawlers were raised in the north.")
+    with pytest.raises(RagError, match=f"^{uri}: this writer's lock was taken for a dead writer's"):
+        writer.add([corpus / "fishing.md"], progress=False)
+    reader = rag.open(uri, embedder=hash_embedder)
+    assert reader.stats()["articles"] == 2 and "fishing" not in {a.id for a in reader.articles()}
+    store.client.upsert = real
+    assert writer.add([corpus / "fishing.md"], progress=False).added == ("fishing",)
+    assert reader.store.check()[1] == []

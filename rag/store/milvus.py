@@ -523,7 +523,7 @@ class MilvusStore:
 
     def _lock(self) -> str:
         key = f"lock#{uuid.uuid4().hex}"
-        self._beat(key, since=time.time())
+        self._put_lock(key, since=time.time())
         rows = self._call("reading locks", self.client.query, self.name("meta"), filter='key like "lock#%"',
                           output_fields=["key", "value"], consistency_level=CONSISTENCY)
         now = time.time()
@@ -539,17 +539,18 @@ class MilvusStore:
                            f"for {now - float(who.get('since', now)):.0f} s); run again when it is done")
         return key
 
-    def _beat(self, key: str, since: float | None = None) -> None:
-        """Write (or refresh) this writer's lock row."""
-        if since is None:
-            if time.monotonic() - self._beat_at < LOCK_STALE / 6:
-                return
-            rows = self._call("reading locks", self.client.get, self.name("meta"), ids=[key],
-                              output_fields=["value"])
-            if not rows:
-                raise RagError(f"{self.uri}: this writer's lock was taken for a dead writer's "
-                               f"(no heartbeat for {LOCK_STALE:.0f} s); nothing switched, run it again")
-            since = rows[0]["value"]["since"]
+    def _beat(self, key: str, now: bool = False) -> None:
+        """Refresh this writer's lock row (at most every LOCK_STALE / 6 seconds unless ``now``);
+        stop if it is gone: another writer took this one for dead and may be writing."""
+        if not now and time.monotonic() - self._beat_at < LOCK_STALE / 6:
+            return
+        rows = self._call("reading locks", self.client.get, self.name("meta"), ids=[key], output_fields=["value"])
+        if not rows:
+            raise RagError(f"{self.uri}: this writer's lock was taken for a dead writer's (no heartbeat for "
+                           f"{LOCK_STALE:.0f} s); run it again")
+        self._put_lock(key, rows[0]["value"]["since"])
+
+    def _put_lock(self, key: str, since: float) -> None:
         value = {"host": socket.gethostname(), "pid": os.getpid(), "since": since, "beat": time.time()}
         self._call("writing lock", self.client.upsert, self.name("meta"), [{"key": key, "value": value,
                                                                             "vector": [0.0, 0.0]}])
@@ -590,10 +591,10 @@ class MilvusStore:
                     df.subtract(self._old_terms(article.id, live[article.id]))
             live[article.id] = record
         self._flush(pending, 1)  # every new row is in before any article switches to it
-        self._beat_at = -LOCK_STALE  # still ours? (else another writer may be writing now)
-        self._beat(lock)
+        self._beat(lock, now=True)  # still ours? (else another writer may be writing now)
         for at in range(0, len(heads), BATCH):  # the switch: each article now reads its new rows
             self._call("writing articles", self.client.upsert, self.name("articles"), heads[at:at + BATCH])
+            self._beat(lock)
         dropped = sorted(plan.drop)
         for doc_id in dropped:
             df.subtract(self._old_terms(doc_id, live.pop(doc_id)))
