@@ -331,7 +331,7 @@ class MilvusStore:
                 vectors[starts[row_of[doc_id]] + idx] = vec
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
                         None, vectors, manifest=meta, version=layout.version_of(meta))
-        if sum(map(len, self._derived.values())) > DERIVED_MAX:
+        if sum(map(len, list(self._derived.values()))) > DERIVED_MAX:  # list: one atomic copy (threads)
             self._derived.clear()
         snap.__dict__["_derived"] = self._derived
         return snap, sides
