@@ -65,7 +65,7 @@ CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # AllSides articles took 0.76 s unflushed, 0.28 s flushed, same answers) for sealed segments
 # that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
 FLUSH_AT = 20
-SENTENCE_READ = 64  # sentence rows per read: a question's few hundred are read in parallel
+SENTENCE_READ = 1024  # sentence rows per read: one read finds them all (a read scans segments until it has)
 LOCK_STALE = 120.0  # seconds without a heartbeat after which a writer's lock is a dead writer's
 DERIVED_MAX = 500_000  # sentences whose derived words a store keeps (a few hundred MB at most)
 # pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
