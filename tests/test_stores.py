@@ -376,3 +376,20 @@ def test_a_writer_taken_for_dead_stops_before_switching(milvus_server, hash_embe
     store.client.upsert = real
     assert writer.add([corpus / "fishing.md"], progress=False).added == ("fishing",)
     assert reader.store.check()[1] == []
+
+
+def test_a_store_an_earlier_rag_built_is_named_as_such(milvus_server, hash_embedder):
+    """Collections of an earlier Milvus schema (here: its sentences collection of another
+    shape, its meta row saying schema 1): one line saying so and what to do, not a crash."""
+    uri = f"{milvus_server}/older"
+    rag.build([SEEDS], index=uri, embedder=hash_embedder, progress=False)
+    store = rag.open(uri, embedder=hash_embedder).store
+    store.client.drop_collection(store.name("sentences"))
+    small_collection(milvus_server, store.name("sentences")).close()
+    meta = store.client.get(store.name("meta"), ids=["manifest"], output_fields=["value"])[0]["value"]
+    store.client.upsert(store.name("meta"), [{"key": "manifest", "value": {**meta, "schema": 1},
+                                              "vector": [0.0, 0.0]}])
+    result = rag_cli("stats", "--store", uri)
+    assert result.returncode == 1 and result.stderr == (
+        f"rag: error: {uri}: built by another rag version (Milvus schema 1, this one reads 2); build it again "
+        f"under another prefix: rag build PATHS --store {milvus_server}/NEW\n")

@@ -9,7 +9,9 @@ Five collections, ``PREFIX_...``:
   them as they are and its BM25 function fills a sparse vector from them, so the
   server ranks the words the local store ranks), its dense vector, its span and sentence range, and
   the article's viewpoint (the partition key), source label, source and day;
-- ``sentences``: each sentence's vector (pooled as locally), by article and index;
+- ``sentences``: each article's sentence vectors (pooled as locally), float16 as the folder
+  keeps them, ``BLOCK`` to a row: read by key, never searched, so they need no vector index
+  (a row per sentence made a question's read scan 570k rows at 12k articles: 35-40 ms);
 - ``articles``: each article's text (in parts: a VARCHAR holds 64 KB), sentence
   spans and metadata, and a document vector (Milvus wants one in every collection);
 - ``terms``: how many chunks hold each word (lexical.tokens), for the answer
@@ -65,7 +67,7 @@ CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # AllSides articles took 0.76 s unflushed, 0.28 s flushed, same answers) for sealed segments
 # that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
 FLUSH_AT = 20
-SENTENCE_READ = 1024  # sentence rows per read: one read finds them all (a read scans segments until it has)
+SENTENCE_READ = 1024  # sentence blocks per read: one read finds them all (a read scans segments until it has)
 LOCK_STALE = 120.0  # seconds without a heartbeat after which a writer's lock is a dead writer's
 DERIVED_MAX = 500_000  # sentences whose derived words a store keeps (a few hundred MB at most)
 # pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
@@ -178,18 +180,32 @@ class MilvusStore:
                 raise RagError(f"{self.uri}: collection {name} is missing or unreadable ({_reason(err)}); "
                                f"rebuild with rag build --full --store {self.uri}") from None
             missing = sorted(set(layout.fields(kind)) - fields)
+            if missing and kind != "meta":
+                self._check_schema_number()
             if missing:
                 raise IndexCorrupt(f"{self.uri}: collection {name} is not a rag {kind} collection (no field "
                                    f"{missing[0]!r}); name another prefix: milvus://{self.address}/OTHER")
+
+    def _check_schema_number(self) -> None:
+        """A store an earlier rag built (its meta row says which schema): say so, and what to do."""
+        self._load_one(self.name("meta"))
+        rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"], output_fields=["value"])
+        schema = rows[0]["value"].get("schema") if rows else None
+        if schema is not None and schema != SCHEMA:
+            raise IndexCorrupt(f"{self.uri}: built by another rag version (Milvus schema {schema}, this one reads "
+                               f"{SCHEMA}); build it again under another prefix: rag build PATHS --store "
+                               f"milvus://{self.address}/NEW")
 
     def _load(self) -> None:
         """Load any collection the server holds released: a server keeps its collections loaded,
         but Milvus Lite opening a file starts with every collection released."""
         for kind in KINDS:
-            name = self.name(kind)
-            state = self._call(f"reading {name}'s state", self.client.get_load_state, name)["state"]
-            if "NotLoad" in str(state):
-                self._call(f"loading {name}", self.client.load_collection, name)
+            self._load_one(self.name(kind))
+
+    def _load_one(self, name: str) -> None:
+        state = self._call(f"reading {name}'s state", self.client.get_load_state, name)["state"]
+        if "NotLoad" in str(state):
+            self._call(f"loading {name}", self.client.load_collection, name)
 
     def built_with(self) -> str | None:
         try:
@@ -326,7 +342,8 @@ class MilvusStore:
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
         starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
         vectors = np.zeros((int(starts[-1]), int(meta["dim"])), np.float16)
-        for doc_id, gen, idx, vec in (self._sentence(row) for part in rows for row in part.result()):
+        dim = int(meta["dim"])
+        for doc_id, gen, idx, vec in (s for part in rows for row in part.result() for s in self._sentences(row, dim)):
             if doc_id in row_of and articles[doc_id][1]["gen"] == gen and idx < len(spans[row_of[doc_id]]):
                 vectors[starts[row_of[doc_id]] + idx] = vec
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
@@ -364,15 +381,18 @@ class MilvusStore:
         return out
 
     def _sentence_reads(self, around: dict[tuple[str, int], set[int]]) -> list:
-        """Reads (futures) of the sentence rows ``around`` names, ``SENTENCE_READ`` a call; an index
-        past an article's last sentence names no row and is not found."""
-        keys = [f"{doc_id}#{gen}#s{i}" for (doc_id, gen), idx in around.items() for i in sorted(idx)]
+        """Reads (futures) of the sentence blocks holding the sentences ``around`` names."""
+        keys = sorted({layout.block_key(doc_id, gen, i // layout.BLOCK) for (doc_id, gen), idx in around.items()
+                       for i in idx})
         return [self._pool.submit(self._get_many, "sentences", keys[at:at + SENTENCE_READ],
-                                  ["doc_id", "gen", "idx", "vector"]) for at in range(0, len(keys), SENTENCE_READ)]
+                                  ["doc_id", "gen", "block", "vectors"]) for at in range(0, len(keys), SENTENCE_READ)]
 
     @staticmethod
-    def _sentence(row: dict) -> tuple[str, int, int, np.ndarray]:
-        return row["doc_id"], int(row["gen"]), int(row["idx"]), np.asarray(row["vector"], np.float32)
+    def _sentences(row: dict, dim: int) -> Iterable[tuple[str, int, int, np.ndarray]]:
+        """(doc id, generation, index, vector) of each sentence of a block."""
+        first = int(row["block"]) * layout.BLOCK
+        for n, vec in enumerate(layout.vectors_of(row, dim)):
+            yield row["doc_id"], int(row["gen"]), first + n, vec
 
     def _frequencies(self, terms: list[str]) -> dict[str, int]:
         """How many chunks hold each of ``terms`` (absent: none)."""
@@ -628,8 +648,7 @@ class MilvusStore:
                    "day": day, "span_start": s, "span_end": e, "first_sentence": f, "last_sentence": last,
                    "words": " ".join(tokens(article.text[s:e])), "vector": v.tolist()}
                   for n, ((s, e, f, last), v) in enumerate(zip(table, np.asarray(chunk_vectors, np.float32)))]
-        sentences = [{"key": f"{key}#s{n}", "doc_id": article.id, "gen": gen, "idx": n,
-                      "vector": v.tolist()} for n, v in enumerate(np.asarray(sentence_vectors, np.float32))]
+        sentences = layout.sentence_blocks(article.id, gen, sentence_vectors)
         parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
         texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
                   "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
@@ -644,14 +663,16 @@ class MilvusStore:
                                    output_fields=["span_start", "span_end", "first_sentence", "last_sentence",
                                                   "vector"], consistency_level=CONSISTENCY),
                         key=lambda r: r["span_start"])
-        sentences = sorted(self._call("reading sentences", self.client.query, self.name("sentences"),
-                                      filter=expr, output_fields=["idx", "vector"], consistency_level=CONSISTENCY),
-                           key=lambda r: r["idx"])
+        blocks = sorted(self._call("reading sentences", self.client.query, self.name("sentences"), filter=expr,
+                                   output_fields=["block", "vectors"], consistency_level=CONSISTENCY),
+                        key=lambda r: r["block"])
         [head] = self._call("reading articles", self.client.get, self.name("articles"), ids=[doc_id],
                             output_fields=["spans"])
         table = [(c["span_start"], c["span_end"], c["first_sentence"], c["last_sentence"]) for c in chunks]
-        return (table, np.array([c["vector"] for c in chunks], np.float32),
-                np.array([s["vector"] for s in sentences], np.float32), tuple(Span(*s) for s in head["spans"]))
+        dim = len(chunks[0]["vector"])
+        sentences = np.concatenate([layout.vectors_of(b, dim) for b in blocks]) if blocks else np.zeros((0, dim))
+        return (table, np.array([c["vector"] for c in chunks], np.float32), sentences.astype(np.float32),
+                tuple(Span(*s) for s in head["spans"]))
 
     def _old_terms(self, doc_id: str, record: dict) -> Counter:
         rows = self._call("reading chunks", self.client.query, self.name("chunks"),

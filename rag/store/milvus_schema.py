@@ -4,6 +4,7 @@ are ordered. Pure functions and data, no server (milvus.py talks to the server).
 """
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import Counter
@@ -19,7 +20,10 @@ from ..retrieve import Filters
 from ..types import Article
 from .segment import meta_digest
 
-SCHEMA = 1  # bumped when the collections' fields change
+SCHEMA = 2  # bumped when the collections' fields change (2: sentence vectors in blocks)
+# Sentence vectors per sentences row: float16 (as the folder keeps them), base64 in a VARCHAR
+# (at most 65,535 bytes): 48 of 384-d are 49,152 characters.
+BLOCK = 48
 TEXT_PART = 16_000  # characters per row of article text: a VARCHAR holds at most 65,535 bytes
 ID_CHARS = 400  # longest article id (keys add a generation and an index to it)
 # BM25 as bm25s ranks locally (Milvus's own default k1 is 1.2).
@@ -154,8 +158,9 @@ def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tup
                 "first_sentence": ("INT64", {}), "last_sentence": ("INT64", {}),
                 "words": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
                 "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
-    if kind == "sentences":
-        return {**key, **owner, "idx": ("INT64", {}), **vector}
+    if kind == "sentences":  # an article's sentence vectors, BLOCK a row: read by key, never searched
+        return {**key, **owner, "block": ("INT64", {}), "vectors": ("VARCHAR", {"max_length": 65535}),
+                "vector": ("FLOAT_VECTOR", {"dim": 2})}
     if kind == "terms":  # Milvus wants a vector field in every collection: a 2-d one, unused
         return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}),
                 "vector": ("FLOAT_VECTOR", {"dim": 2})}
@@ -197,3 +202,25 @@ def doc_vector(chunk_vectors) -> list[float]:
 
 def version_of(meta: dict | None) -> str:
     return f"v{int(meta['version']):06d}" if meta else ""
+
+
+def sentence_blocks(doc_id: str, gen: int, vectors) -> list[dict]:
+    """An article's sentence vectors as rows of ``BLOCK`` (float16, base64).
+
+    >>> rows = sentence_blocks("a", 3, np.ones((50, 4), np.float32))
+    >>> [(r["key"], r["block"]) for r in rows], vectors_of(rows[1], 4).shape
+    ([('a#3#v0', 0), ('a#3#v1', 1)], (2, 4))
+    """
+    vectors = np.asarray(vectors, np.float16)
+    return [{"key": block_key(doc_id, gen, n), "doc_id": doc_id, "gen": gen, "block": n,
+             "vectors": base64.b64encode(vectors[at:at + BLOCK].tobytes()).decode("ascii"),
+             "vector": [0.0, 0.0]} for n, at in enumerate(range(0, len(vectors), BLOCK))]
+
+
+def block_key(doc_id: str, gen: int, block: int) -> str:
+    return f"{doc_id}#{gen}#v{block}"
+
+
+def vectors_of(row: dict, dim: int) -> np.ndarray:
+    """A sentences row's vectors (float16), one ``dim``-d vector per row of the result."""
+    return np.frombuffer(base64.b64decode(row["vectors"]), np.float16).reshape(-1, dim)
