@@ -67,7 +67,6 @@ CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
 # AllSides articles took 0.76 s unflushed, 0.28 s flushed, same answers) for sealed segments
 # that are indexed once. A small add is left to the server's own flushing (a flush took 1.5 s).
 FLUSH_AT = 20
-SENTENCE_READ = 1024  # sentence blocks per read: one read finds them all (a read scans segments until it has)
 LOCK_STALE = 120.0  # seconds without a heartbeat after which a writer's lock is a dead writer's
 DERIVED_MAX = 500_000  # sentences whose derived words a store keeps (a few hundred MB at most)
 # pymilvus pings an idle connection every 10 s; a gRPC server's default policy (milvus-lite's)
@@ -148,14 +147,17 @@ class MilvusStore:
             self._check_schema()
             self._load()
             self._schema_checked = True
-        rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"],
-                          output_fields=["value"])
-        if not rows and empty_ok:
+        manifest = self._manifest()
+        if manifest is None and empty_ok:
             return None
-        if not rows:
+        if manifest is None:
             raise IndexCorrupt(f"{self.uri}: {self.name('meta')} has no manifest row; rebuild with "
                                f"rag build --full --store {self.uri}")
-        return dict(rows[0]["value"])
+        return manifest
+
+    def _manifest(self) -> dict | None:
+        rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"], output_fields=["value"])
+        return dict(rows[0]["value"]) if rows else None
 
     def _live_meta(self) -> dict:
         meta = self._meta()
@@ -189,8 +191,7 @@ class MilvusStore:
     def _check_schema_number(self) -> None:
         """A store an earlier rag built (its meta row says which schema): say so, and what to do."""
         self._load_one(self.name("meta"))
-        rows = self._call("reading meta", self.client.get, self.name("meta"), ids=["manifest"], output_fields=["value"])
-        schema = rows[0]["value"].get("schema") if rows else None
+        schema = (self._manifest() or {}).get("schema")
         if schema is not None and schema != SCHEMA:
             raise IndexCorrupt(f"{self.uri}: built by another rag version (Milvus schema {schema}, this one reads "
                                f"{SCHEMA}); build it again under another prefix: rag build PATHS --store "
@@ -323,7 +324,7 @@ class MilvusStore:
         for hit in (h for side in hits.values() for h in side):
             around.setdefault((hit["doc_id"], hit["gen"]), set()).update(
                 range(max(hit["first_sentence"] - 1, 0), hit["last_sentence"] + 2))
-        rows = self._sentence_reads(around)  # in the pool, with the articles' read: no task waits on another
+        blocks = self._sentence_read(around)  # in the pool, with the articles' read: no task waits on another
         articles = {a.id: (a, record) for a, record in self._pool.submit(self._articles, ids).result()}
         order = [i for i in ids if i in articles]
         row_of = {doc_id: row for row, doc_id in enumerate(order)}
@@ -341,9 +342,9 @@ class MilvusStore:
                 sides[label] = passages
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
         starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
-        vectors = np.zeros((int(starts[-1]), int(meta["dim"])), np.float16)
         dim = int(meta["dim"])
-        for doc_id, gen, idx, vec in (s for part in rows for row in part.result() for s in self._sentences(row, dim)):
+        vectors = np.zeros((int(starts[-1]), dim), np.float16)
+        for doc_id, gen, idx, vec in (s for row in blocks.result() for s in self._sentences(row, dim)):
             if doc_id in row_of and articles[doc_id][1]["gen"] == gen and idx < len(spans[row_of[doc_id]]):
                 vectors[starts[row_of[doc_id]] + idx] = vec
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
@@ -380,12 +381,12 @@ class MilvusStore:
                               output_fields=fields)
         return out
 
-    def _sentence_reads(self, around: dict[tuple[str, int], set[int]]) -> list:
-        """Reads (futures) of the sentence blocks holding the sentences ``around`` names."""
+    def _sentence_read(self, around: dict[tuple[str, int], set[int]]):
+        """A read (a future) of the sentence blocks holding the sentences ``around`` names: one
+        read, as Milvus Lite's engine scans its segments per read until it has every key."""
         keys = sorted({layout.block_key(doc_id, gen, i // layout.BLOCK) for (doc_id, gen), idx in around.items()
                        for i in idx})
-        return [self._pool.submit(self._get_many, "sentences", keys[at:at + SENTENCE_READ],
-                                  ["doc_id", "gen", "block", "vectors"]) for at in range(0, len(keys), SENTENCE_READ)]
+        return self._pool.submit(self._get_many, "sentences", keys, ["doc_id", "gen", "block", "vectors"])
 
     @staticmethod
     def _sentences(row: dict, dim: int) -> Iterable[tuple[str, int, int, np.ndarray]]:
@@ -628,9 +629,9 @@ class MilvusStore:
                     self._call(f"removing {kind}", self.client.delete, self.name(kind), filter=where)
         self._update_terms(df, meta)
         if old.complete:  # every live article is at hand: count afresh (heals a dead writer's counts)
-            return counts(meta, [], live.values(), afresh=True)
+            return layout.counts(meta, [], live.values(), afresh=True)
         before = [old.records[old.row_of[i]] for i in written + dropped if i in old.row_of]
-        return counts(meta, before, [live[i] for i in written])
+        return layout.counts(meta, before, [live[i] for i in written])
 
     def _flush(self, pending: dict[str, list], least: int) -> None:
         """Upsert the pending rows of each collection, ``BATCH`` a call, while ``least`` are waiting."""
@@ -693,24 +694,3 @@ class MilvusStore:
             self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
         for at in range(0, len(gone), 4 * BATCH):
             self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])
-
-
-def counts(meta: dict, before: Iterable[dict], after: Iterable[dict], afresh: bool = False) -> dict:
-    """The meta row's counts once the articles of records ``before`` became those of ``after``;
-    ``afresh``: ``after`` is every live article, counted from nothing.
-
-    >>> rec = {"n_chunks": 3, "n_sentences": 9, "viewpoint_label": "Left", "source_label": "BBC"}
-    >>> counts({"articles": 1, "chunks": 3, "sentences": 9, "groups": {"viewpoint": {"Left": 1}}}, [], [rec])
-    {'articles': 2, 'chunks': 6, 'sentences': 18, 'groups': {'viewpoint': {'Left': 2}, 'source': {'BBC': 1}}}
-    """
-    base = {"articles": 0, "chunks": 0, "sentences": 0, "groups": {}} if afresh else meta
-    n = {name: int(base[name]) for name in ("articles", "chunks", "sentences")}
-    groups = {by: Counter(base["groups"].get(by, {})) for by in GROUP_FIELDS}
-    for sign, records in ((-1, before), (1, after)):
-        for rec in records:
-            n["articles"] += sign
-            n["chunks"] += sign * rec["n_chunks"]
-            n["sentences"] += sign * rec["n_sentences"]
-            for by in GROUP_FIELDS:
-                groups[by][rec[by + "_label"]] += sign
-    return {**n, "groups": {by: {label: k for label, k in c.items() if k > 0} for by, c in groups.items()}}

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Iterable
 
 import numpy as np
 
@@ -147,6 +148,7 @@ def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tup
     label = {"max_length": 1024}
     owner = {"doc_id": ("VARCHAR", label), "gen": ("INT64", {})}
     vector = {"vector": ("FLOAT_VECTOR", {"dim": dim})}
+    unused = {"vector": ("FLOAT_VECTOR", {"dim": 2})}  # Milvus wants a vector field in every collection
     if kind == "articles":
         return {**key, **owner, "part": ("INT64", {}), "hash": ("VARCHAR", {"max_length": 64}),
                 "viewpoint": ("VARCHAR", label), "by_source": ("VARCHAR", label),
@@ -159,13 +161,10 @@ def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tup
                 "words": ("VARCHAR", {"max_length": 65535, "enable_analyzer": True}),
                 "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
     if kind == "sentences":  # an article's sentence vectors, BLOCK a row: read by key, never searched
-        return {**key, **owner, "block": ("INT64", {}), "vectors": ("VARCHAR", {"max_length": 65535}),
-                "vector": ("FLOAT_VECTOR", {"dim": 2})}
-    if kind == "terms":  # Milvus wants a vector field in every collection: a 2-d one, unused
-        return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}),
-                "vector": ("FLOAT_VECTOR", {"dim": 2})}
-    return {"key": ("VARCHAR", {"is_primary": True, "max_length": 64}), "value": ("JSON", {}),
-            "vector": ("FLOAT_VECTOR", {"dim": 2})}
+        return {**key, **owner, "block": ("INT64", {}), "vectors": ("VARCHAR", {"max_length": 65535}), **unused}
+    if kind == "terms":
+        return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}), **unused}
+    return {"key": ("VARCHAR", {"is_primary": True, "max_length": 64}), "value": ("JSON", {}), **unused}
 
 
 def record(article: Article, gen: int, spans, n_chunks: int) -> dict:
@@ -224,3 +223,24 @@ def block_key(doc_id: str, gen: int, block: int) -> str:
 def vectors_of(row: dict, dim: int) -> np.ndarray:
     """A sentences row's vectors (float16), one ``dim``-d vector per row of the result."""
     return np.frombuffer(base64.b64decode(row["vectors"]), np.float16).reshape(-1, dim)
+
+
+def counts(meta: dict, before: Iterable[dict], after: Iterable[dict], afresh: bool = False) -> dict:
+    """The meta row's counts once the articles of records ``before`` became those of ``after``;
+    ``afresh``: ``after`` is every live article, counted from nothing.
+
+    >>> rec = {"n_chunks": 3, "n_sentences": 9, "viewpoint_label": "Left", "source_label": "BBC"}
+    >>> counts({"articles": 1, "chunks": 3, "sentences": 9, "groups": {"viewpoint": {"Left": 1}}}, [], [rec])
+    {'articles': 2, 'chunks': 6, 'sentences': 18, 'groups': {'viewpoint': {'Left': 2}, 'source': {'BBC': 1}}}
+    """
+    base = {"articles": 0, "chunks": 0, "sentences": 0, "groups": {}} if afresh else meta
+    n = {name: int(base[name]) for name in ("articles", "chunks", "sentences")}
+    groups = {by: Counter(base["groups"].get(by, {})) for by in GROUP_FIELDS}
+    for sign, records in ((-1, before), (1, after)):
+        for rec in records:
+            n["articles"] += sign
+            n["chunks"] += sign * rec["n_chunks"]
+            n["sentences"] += sign * rec["n_sentences"]
+            for by in GROUP_FIELDS:
+                groups[by][rec[by + "_label"]] += sign
+    return {**n, "groups": {by: {label: k for label, k in c.items() if k > 0} for by, c in groups.items()}}
