@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -136,11 +136,7 @@ def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndar
     """Reciprocal rank fusion of the dense hits and the BM25 hits among ``rows``."""
     top = rows[_top(lexical[rows], DEPTH * k)]
     top = top[lexical[top] > 0]  # a passage with no question word is no lexical hit
-    fused: dict[int, float] = {}
-    for ranking in ([p.chunk_row for p in dense], top.tolist()):
-        for rank, row in enumerate(ranking):
-            fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
-    best = sorted(fused, key=lambda row: -fused[row])[:k]
+    best = reciprocal_rank([[p.chunk_row for p in dense], top.tolist()], k)
     cosine = {p.chunk_row: p.score for p in dense}
     missing = [row for row in best if row not in cosine]
     if missing:  # lexical-only hits: their cosine, for the answer scorer
@@ -148,6 +144,16 @@ def _fuse(snap: Snapshot, query: np.ndarray, dense: list[Passage], rows: np.ndar
         cosine.update(zip(missing, found.tolist()))
     return [Passage(row, float(cosine[row]), rank) for rank, row in enumerate(best, 1)]
 
+
+def reciprocal_rank(rankings: Sequence[Sequence[Hashable]], k: int) -> list:
+    """The ``k`` best items of ``rankings`` (each best first) by reciprocal rank fusion; a tie
+    keeps the first ranking's order (the dense one's: the closer passage first). Both stores
+    fuse with this, so they rank the same hits the same way."""
+    fused: dict[Hashable, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (RRF_K + rank + 1)
+    return sorted(fused, key=lambda item: -fused[item])[:k]
 
 def _chunk_vectors(snap: Snapshot, rows: list[int]) -> np.ndarray:
     try:

@@ -393,3 +393,45 @@ def test_a_store_an_earlier_rag_built_is_named_as_such(milvus_server, hash_embed
     assert result.returncode == 1 and result.stderr == (
         f"rag: error: {uri}: built by another rag version (Milvus schema 1, this one reads 2); build it again "
         f"under another prefix: rag build PATHS --store {milvus_server}/NEW\n")
+
+
+def _passages(found):
+    """Each side's passages as (article, span, rank), whatever snapshot they index into."""
+    return {label: [(found.snap.articles[int(found.snap.chunks[p.chunk_row][0])].id,
+                     int(found.snap.chunks[p.chunk_row][1]), int(found.snap.chunks[p.chunk_row][2]), p.rank)
+                    for p in side] for label, side in found.sides.items()}
+
+
+def test_a_viewpoint_short_of_hits_in_the_shared_search_gets_its_own(tmp_path, milvus_server, hash_embedder,
+                                                                     monkeypatch):
+    """Milvus ranks all viewpoints' chunks in one dense and one BM25 search and splits them by
+    viewpoint; a viewpoint whose chunks all rank below the others' (here: one article against
+    thirty on the question's topic) has too few of those hits and is searched on its own, so
+    every side gets the passages the local store's per-viewpoint search finds."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n in range(30):
+        _article(corpus, f"many{n}.md", f"Fishing quotas for trawlers were cut again in port {n}. "
+                                        f"The fleet of trawlers protested the fishing quotas.", viewpoint="many")
+    _article(corpus, "few0.md", "Wheat prices rose. A trawler was seen once.", viewpoint="few")
+    _article(corpus, "few1.md", "The election was close. Bridges opened downtown.", viewpoint="few")
+    settings = rag.Settings(passages=2)  # depth 6: each shared search returns 24 hits of 32 chunks
+    local = rag.open(_built(corpus, str(tmp_path / "index"), hash_embedder), settings=settings,
+                     embedder=hash_embedder)
+    where = _built(corpus, f"{milvus_server}/short_side", hash_embedder)
+    milvus = rag.open(where, settings=settings, embedder=hash_embedder)
+    searched = []
+    ranked = milvus.store._ranked
+    monkeypatch.setattr(milvus.store, "_ranked", lambda kind, query, expr, limit, field=None: (
+        searched.append((kind, expr, limit)), ranked(kind, query, expr, limit, field))[1])
+    for question in ("fishing quotas for trawlers", "were wheat prices cut"):
+        searched.clear()
+        assert _passages(milvus.retrieve(question)) == _passages(local.retrieve(question)), question
+        own = [(kind, expr) for kind, expr, limit in searched if limit == 6]
+        assert sorted(own) == [("bm25", 'viewpoint == "few"'), ("dense", 'viewpoint == "few"')], searched
+        assert len(searched) == 4
+
+
+def _built(corpus, where, embedder):
+    rag.build([corpus], index=where, embedder=embedder, progress=False)
+    return where

@@ -10,16 +10,18 @@ Five collections, ``PREFIX_...``:
   server ranks the words the local store ranks), its dense vector, its span and sentence range, and
   the article's viewpoint (the partition key), source label, source and day;
 - ``sentences``: each article's sentence vectors (pooled as locally), float16 as the folder
-  keeps them, ``BLOCK`` to a row: read by key, never searched, so they need no vector index
+  keeps them, ``BLOCK`` to a row (the meta row says how many): read by key, never searched,
+  so they need no vector index
   (a row per sentence made a question's read scan 570k rows at 12k articles: 35-40 ms);
 - ``articles``: each article's text (in parts: a VARCHAR holds 64 KB), sentence
   spans and metadata, and a document vector (Milvus wants one in every collection);
 - ``terms``: how many chunks hold each word (lexical.tokens), for the answer
   scorer's term weights; ``meta``: model, chunking, counts, viewpoints.
 
-Retrieval runs on the server: per viewpoint, one ``hybrid_search`` of the dense
-and the BM25 ranking, fused by reciprocal rank as locally, the filters as
-expressions. The articles hit are then fetched (text, spans, the sentence
+Retrieval runs on the server: one dense and one BM25 search over every viewpoint's
+chunks (a viewpoint short of hits in them gets searches of its own), the filters as
+expressions; each viewpoint's two rankings are fused by reciprocal rank here, by the
+function the local store fuses with. The articles hit are then fetched (text, spans, the sentence
 vectors around each passage) into a small ``Snapshot``, and the answer stage
 runs on it unchanged. An app server holds no state: replicate it freely.
 
@@ -54,7 +56,7 @@ from ..build import chunk_all, chunk_settings, embed_articles, plan as plan_upda
 from ..dates import iso_day
 from ..errors import IndexCorrupt, IndexMissing, RagError
 from ..lexical import from_frequencies, tokens
-from ..retrieve import DEPTH, RRF_K, Filters, Found, Passage
+from ..retrieve import DEPTH, Filters, Found, Passage, reciprocal_rank
 from ..settings import Settings
 from ..types import Article, BuildReport, Span
 from .index import Snapshot
@@ -140,6 +142,14 @@ class MilvusStore:
         """The meta row, or None when this prefix holds no index (``empty_ok``: also when its
         collections are there without one, a first write that died); a clear error for
         collections that are not rag's."""
+        if self._schema_checked:  # checked before: one read a question, not a listing first
+            try:
+                manifest = self._manifest()
+            except RagError:  # dropped since, or the server is gone: the full path says which
+                self._schema_checked = False
+            else:
+                if manifest is not None:
+                    return manifest
         if not self.exists():
             self._schema_checked = False
             return None
@@ -254,12 +264,9 @@ class MilvusStore:
         if field is not None and len(labels) > settings.max_viewpoints:
             labels = self._best_groups(vector, field, where, labels, settings.max_viewpoints)
         frequencies = self._pool.submit(self._frequencies, sorted(terms))  # beside the searches
-        searches = [self._pool.submit(self._search, vector, text, groups[label] + (f" and {where}" if where else ""),
-                                      settings.passages) for label in labels]
-        hits = {label: s.result() for label, s in zip(labels, searches)}
+        hits = self._passages(vector, text, groups, labels, field, where, settings.passages)
         if len(hits) > settings.max_viewpoints:  # grouped by another field: the sides with the closest passages
-            closest = {label: max((layout.cosine(h, vector) for h in side), default=-2.0)
-                       for label, side in hits.items()}
+            closest = {label: max((h["cosine"] for h in side), default=-2.0) for label, side in hits.items()}
             best = sorted(hits, key=lambda label: -closest[label])
             hits = {label: hits[label] for label in best[:settings.max_viewpoints]}
         snap, sides = self._snapshot(hits, vector, meta)
@@ -285,24 +292,62 @@ class MilvusStore:
                                    for label, ids in members.items()})
         return self._grouped[1]
 
-    def _search(self, vector: np.ndarray, text: str, expr: str, k: int) -> list[dict]:
-        from pymilvus import AnnSearchRequest, RRFRanker
+    def _passages(self, vector: np.ndarray, text: str, groups: dict[str, str], labels: list[str],
+                  field: str | None, where: str, k: int) -> dict[str, list[dict]]:
+        """Each label's best ``k`` chunks: its dense and its BM25 ranking fused by reciprocal
+        rank, as the local store fuses them (retrieve.reciprocal_rank).
 
-        fields = ["doc_id", "gen", "span_start", "span_end", "first_sentence", "last_sentence", "vector"]
-        dense = AnnSearchRequest(data=[vector.tolist()], anns_field="vector", param={"metric_type": "IP"},
-                                 limit=DEPTH * k, expr=expr)
+        Grouped by a chunk field (the viewpoint, the source label), each ranking is one search
+        over every label's chunks, split here by label: Milvus Lite's engine reads every vector
+        on each search (FLAT), so one search for all labels costs what one for a single label
+        costs, and on a cluster it is one fan-out instead of one per label. A label whose
+        chunks rank too low to have ``DEPTH * k`` of that search's hits gets a search of its
+        own, so each label's ranking is its exact top, as one search per label would find it.
+        (Milvus Lite 2.5 ignores ``group_size``: a grouped search cannot give it either.)"""
         words = " ".join(tokens(text))
-        if not words:  # no word BM25 could match: dense alone
-            found = self._call("searching", self.client.search, self.name("chunks"), data=[vector.tolist()],
-                               anns_field="vector", filter=expr, limit=k, output_fields=fields,
-                               consistency_level=CONSISTENCY)
+        kinds = ("dense", "bm25") if words else ("dense",)  # no word BM25 could match: dense alone
+        query = {"dense": vector, "bm25": words}
+        depth = DEPTH * k if words else k
+        ranked: dict[tuple[str, str], list[dict]] = {}
+        if field is not None:
+            shared = where if len(labels) == len(groups) else " and ".join(
+                e for e in (f"{field} in {json.dumps(labels, ensure_ascii=False)}", where) if e)
+            limit = 2 * depth * len(labels)
+            searches = {kind: self._pool.submit(self._ranked, kind, query[kind], shared, limit, field)
+                        for kind in kinds}
+            for kind, search in searches.items():
+                found = search.result()
+                for label in labels:
+                    mine = [h for h in found if h[field] == label]
+                    if len(mine) >= depth or len(found) < limit:  # its top, or every chunk it has
+                        ranked[(label, kind)] = mine[:depth]
+        own = {(label, kind): self._pool.submit(self._ranked, kind, query[kind],
+                                                " and ".join(e for e in (groups[label], where) if e), depth)
+               for label in labels for kind in kinds if (label, kind) not in ranked}
+        ranked.update((key, search.result()) for key, search in own.items())
+        best = {label: reciprocal_rank([[h["key"] for h in ranked[(label, kind)]] for kind in kinds], k)
+                for label in labels}
+        # The passages' fields and vectors, for these few only: the searches return keys (their
+        # hits' fields cost ~2 ms a search to fetch and decode, the vectors of 200 BM25 hits ~10).
+        fields = ["key", "doc_id", "gen", "span_start", "span_end", "first_sentence", "last_sentence", "vector"]
+        rows = {r["key"]: r for r in self._get_many("chunks", [key for keys in best.values() for key in keys], fields)}
+        # A key gone since the search was replaced by a write: skipped, as the snapshot skips it.
+        return {label: [{**rows[key], "cosine": float(np.asarray(rows[key]["vector"], np.float32) @ vector)}
+                        for key in keys if key in rows] for label, keys in best.items()}
+
+    def _ranked(self, kind: str, query, expr: str, limit: int, field: str | None = None) -> list[dict]:
+        """The keys (and ``field``) of the ``limit`` chunks matching ``expr``, best first by
+        ``kind``: "dense", closest to ``query``, a vector; "bm25", ``query``'s words by BM25."""
+        fields = [field] if field else []
+        if kind == "dense":
+            found = self._call("searching", self.client.search, self.name("chunks"), data=[query.tolist()],
+                               anns_field="vector", search_params={"metric_type": "IP"}, filter=expr,
+                               limit=limit, output_fields=fields, consistency_level=CONSISTENCY)
         else:
-            lexical = AnnSearchRequest(data=[words], anns_field="sparse", param={"metric_type": "BM25"},
-                                       limit=DEPTH * k, expr=expr)
-            found = self._call("searching", self.client.hybrid_search, self.name("chunks"), [dense, lexical],
-                               RRFRanker(RRF_K), limit=2 * k, output_fields=fields, consistency_level=CONSISTENCY)
-            return layout.fused_order([h["entity"] | {"fused": h["distance"]} for h in found[0]], vector)[:k]
-        return [h["entity"] for h in found[0]]
+            found = self._call("searching", self.client.search, self.name("chunks"), data=[query],
+                               anns_field="sparse", search_params={"metric_type": "BM25"}, filter=expr,
+                               limit=limit, output_fields=fields, consistency_level=CONSISTENCY)
+        return [{"key": h.id, **{f: h["entity"][f] for f in fields}} for h in found[0]]
 
     def _best_groups(self, vector: np.ndarray, field: str, where: str, labels: list[str], n: int) -> list[str]:
         """The ``n`` groups whose best passage is closest: one grouped search."""
@@ -324,7 +369,8 @@ class MilvusStore:
         for hit in (h for side in hits.values() for h in side):
             around.setdefault((hit["doc_id"], hit["gen"]), set()).update(
                 range(max(hit["first_sentence"] - 1, 0), hit["last_sentence"] + 2))
-        blocks = self._sentence_read(around)  # in the pool, with the articles' read: no task waits on another
+        # In the pool, beside the articles' read: no task waits on another.
+        blocks = self._sentence_read(around, layout.block_size(meta))
         articles = {a.id: (a, record) for a, record in self._pool.submit(self._articles, ids).result()}
         order = [i for i in ids if i in articles]
         row_of = {doc_id: row for row, doc_id in enumerate(order)}
@@ -337,16 +383,21 @@ class MilvusStore:
                     continue
                 chunks.append((row_of[hit["doc_id"]], hit["span_start"], hit["span_end"],
                                hit["first_sentence"], hit["last_sentence"]))
-                passages.append(Passage(len(chunks) - 1, layout.cosine(hit, vector), len(passages) + 1))
+                passages.append(Passage(len(chunks) - 1, hit["cosine"], len(passages) + 1))
             if passages:
                 sides[label] = passages
         spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
         starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
         dim = int(meta["dim"])
         vectors = np.zeros((int(starts[-1]), dim), np.float16)
-        for doc_id, gen, idx, vec in (s for row in blocks.result() for s in self._sentences(row, dim)):
-            if doc_id in row_of and articles[doc_id][1]["gen"] == gen and idx < len(spans[row_of[doc_id]]):
-                vectors[starts[row_of[doc_id]] + idx] = vec
+        size = layout.block_size(meta)
+        for block in blocks.result():  # a block at a time: a loop per sentence cost ~7 ms a question
+            doc_id, first = block["doc_id"], int(block["block"]) * size
+            if doc_id not in row_of or articles[doc_id][1]["gen"] != int(block["gen"]):
+                continue
+            found = layout.vectors_of(block, dim)[:max(len(spans[row_of[doc_id]]) - first, 0)]
+            at = int(starts[row_of[doc_id]]) + first
+            vectors[at:at + len(found)] = found
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
                         None, vectors, manifest=meta, version=layout.version_of(meta))
         if sum(map(len, list(self._derived.values()))) > DERIVED_MAX:  # list: one atomic copy (threads)
@@ -381,19 +432,12 @@ class MilvusStore:
                               output_fields=fields)
         return out
 
-    def _sentence_read(self, around: dict[tuple[str, int], set[int]]):
+    def _sentence_read(self, around: dict[tuple[str, int], set[int]], size: int):
         """A read (a future) of the sentence blocks holding the sentences ``around`` names: one
         read, as Milvus Lite's engine scans its segments per read until it has every key."""
-        keys = sorted({layout.block_key(doc_id, gen, i // layout.BLOCK) for (doc_id, gen), idx in around.items()
+        keys = sorted({layout.block_key(doc_id, gen, i // size) for (doc_id, gen), idx in around.items()
                        for i in idx})
         return self._pool.submit(self._get_many, "sentences", keys, ["doc_id", "gen", "block", "vectors"])
-
-    @staticmethod
-    def _sentences(row: dict, dim: int) -> Iterable[tuple[str, int, int, np.ndarray]]:
-        """(doc id, generation, index, vector) of each sentence of a block."""
-        first = int(row["block"]) * layout.BLOCK
-        for n, vec in enumerate(layout.vectors_of(row, dim)):
-            yield row["doc_id"], int(row["gen"]), first + n, vec
 
     def _frequencies(self, terms: list[str]) -> dict[str, int]:
         """How many chunks hold each of ``terms`` (absent: none)."""
@@ -517,7 +561,7 @@ class MilvusStore:
                 raise RagError(f"{self.uri}: another writer changed the index (to {layout.version_of(meta)}) "
                                f"while this one planned; run it again")
             if meta is None:
-                meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
+                meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim, "block": layout.BLOCK,
                         "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
                         "version": 0, "next_gen": 1, "articles": 0, "chunks": 0, "sentences": 0,
                         "groups": {by: {} for by in GROUP_FIELDS}}
@@ -600,7 +644,8 @@ class MilvusStore:
                 table = [(c.start, c.end, c.first_sentence, c.last_sentence) for c in chunks]
             else:  # metadata or path changed: the stored rows, copied under this generation
                 table, chunk_vectors, sentence_vectors, spans = self._stored_rows(article.id, live[article.id])
-            for kind, rows in self._article_rows(article, gen, table, chunk_vectors, sentence_vectors).items():
+            rows_of = self._article_rows(article, gen, table, chunk_vectors, sentence_vectors, layout.block_size(meta))
+            for kind, rows in rows_of.items():
                 pending[kind] += rows
             self._flush(pending, BATCH)
             self._beat(lock)
@@ -640,7 +685,8 @@ class MilvusStore:
                 self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[:BATCH])
                 del rows[:BATCH]
 
-    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors) -> dict:
+    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors, block: int
+                      ) -> dict:
         """An article's new rows under generation ``gen``: chunks, sentences, text parts after the first."""
         key = f"{article.id}#{gen}"
         labels = {"viewpoint": article.group("viewpoint"), "by_source": article.group("source")}
@@ -649,7 +695,7 @@ class MilvusStore:
                    "day": day, "span_start": s, "span_end": e, "first_sentence": f, "last_sentence": last,
                    "words": " ".join(tokens(article.text[s:e])), "vector": v.tolist()}
                   for n, ((s, e, f, last), v) in enumerate(zip(table, np.asarray(chunk_vectors, np.float32)))]
-        sentences = layout.sentence_blocks(article.id, gen, sentence_vectors)
+        sentences = layout.sentence_blocks(article.id, gen, sentence_vectors, block)
         parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
         texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
                   "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
