@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import rag
+from rag.answer import content_terms
 from rag.errors import RagError
 from tests.conftest import ROOT, SEEDS, small_collection
 from tests.test_build import Counting, _article, _corpus
@@ -57,7 +58,8 @@ def test_grouping_by_another_metadata_field_and_a_date_range(any_seed_index, see
 
 def test_the_same_updates_give_the_same_reports_on_both_stores(tmp_path, milvus_server, hash_embedder):
     """Build, add one, change one's text, change one's metadata, remove one, a dry run:
-    both stores embed exactly the same texts and report the same thing."""
+    both stores embed exactly the same texts, report the same thing and end with the same
+    word counts (the answer scorer's idf of every word in the corpus)."""
     runs = {}
     for name, where in (("local", str(tmp_path / "index")), ("milvus", f"{milvus_server}/same_reports")):
         corpus = _corpus(tmp_path / name)
@@ -76,14 +78,17 @@ def test_the_same_updates_give_the_same_reports_on_both_stores(tmp_path, milvus_
         steps.append(ix.remove(["new"]))
         steps.append(ix.rebuild([corpus], progress=False))  # new.md is still in the folder: back it comes
         steps.append(ix.rebuild([corpus], progress=False))  # nothing changed
+        every_word = " ".join(sorted(ix.article(a.id).text for a in ix.articles())) + " trawler"  # + one no article has
+        lexical = ix.retrieve(every_word).lexical
         runs[name] = (steps, counting.texts, ix.stats(), {a.id: a.content_hash for a in ix.articles()},
-                      quotes(ix.ask("fishing quotas")))
-    (local, local_texts, local_stats, local_held, local_quotes), milvus = runs["local"], runs["milvus"]
+                      quotes(ix.ask("fishing quotas")), {t: lexical.idf(t) for t in content_terms(every_word)})
+    (local, local_texts, local_stats, local_held, local_quotes, local_idf), milvus = runs["local"], runs["milvus"]
     assert milvus[0] == local  # every report: ids, counts, articles embedded, chunks, versions
     assert milvus[1] == local_texts  # exactly the same texts went through the model
     assert [r.embedded_articles for r in local] == [2, 1, 1, 1, 0, 0, 0, 1, 0]
     assert local[1].version == "" and local[5].version == "" and local[-1].version == ""  # dry runs, no-op
     assert milvus[3] == local_held and milvus[4] == local_quotes
+    assert milvus[5] == pytest.approx(local_idf) and len(local_idf) > 100  # every word's count, after all that
     for key in ("version", "articles", "chunks", "sentences", "viewpoints"):
         assert milvus[2][key] == local_stats[key], key
     assert milvus[2]["viewpoints"] == {"Kremlin": 1, "pro-Ukraine": 1, "neutral": 1}
@@ -391,7 +396,7 @@ def test_a_store_an_earlier_rag_built_is_named_as_such(milvus_server, hash_embed
                                               "vector": [0.0, 0.0]}])
     result = rag_cli("stats", "--store", uri)
     assert result.returncode == 1 and result.stderr == (
-        f"rag: error: {uri}: built by another rag version (Milvus schema 1, this one reads 2); build it again "
+        f"rag: error: {uri}: built by another rag version (Milvus schema 1, this one reads 3); build it again "
         f"under another prefix: rag build PATHS --store {milvus_server}/NEW\n")
 
 
@@ -435,3 +440,20 @@ def test_a_viewpoint_short_of_hits_in_the_shared_search_gets_its_own(tmp_path, m
 def _built(corpus, where, embedder):
     rag.build([corpus], index=where, embedder=embedder, progress=False)
     return where
+
+
+def test_an_article_longer_than_a_milvus_text_field_comes_back_whole(tmp_path, milvus_server, hash_embedder):
+    """A VARCHAR holds 65,535 bytes: a longer article is kept in parts (cut between characters,
+    milvus_schema.text_parts) and read back character for character, its quotes' spans too."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    body = ". ".join(f"Sentence {n} of a very long report on café prices" for n in range(2500)) + "."
+    assert len(body.encode("utf-8")) > 2 * 65_535
+    _article(corpus, "long.md", body, viewpoint="left")
+    _article(corpus, "short.md", "Café prices rose. Nothing else.", viewpoint="right")
+    where = _built(corpus, f"{milvus_server}/long_text", hash_embedder)
+    ix = rag.open(where, embedder=hash_embedder)
+    assert ix.article("long").text == body
+    answer = ix.ask("report on café prices, sentence 2400")
+    cited = [q for v in answer.viewpoints for q in v.answers if q.doc_id == "long"]
+    assert cited and all(body[q.start:q.end] == q.text for q in cited)

@@ -10,13 +10,13 @@ Five collections, ``PREFIX_...``:
   server ranks the words the local store ranks), its dense vector, its span and sentence range, and
   the article's viewpoint (the partition key), source label, source and day;
 - ``sentences``: each article's sentence vectors (pooled as locally), float16 as the folder
-  keeps them, ``BLOCK`` to a row (the meta row says how many): read by key, never searched,
-  so they need no vector index
+  keeps them, ``BLOCK`` to a row: read by key, never searched, so they need no vector index
   (a row per sentence made a question's read scan 570k rows at 12k articles: 35-40 ms);
 - ``articles``: each article's text (in parts: a VARCHAR holds 64 KB), sentence
   spans and metadata, and a document vector (Milvus wants one in every collection);
 - ``terms``: how many chunks hold each word (lexical.tokens), for the answer
-  scorer's term weights; ``meta``: model, chunking, counts, viewpoints.
+  scorer's term weights, the words hashed into ``TERM_BUCKETS`` rows (a JSON object each);
+  ``meta``: model, chunking, counts, viewpoints.
 
 Retrieval runs on the server: one dense and one BM25 search over every viewpoint's
 chunks (a viewpoint short of hits in them gets searches of its own), the filters as
@@ -60,7 +60,7 @@ from ..retrieve import DEPTH, Filters, Found, Passage, reciprocal_rank
 from ..settings import Settings
 from ..types import Article, BuildReport, Span
 from .index import Snapshot
-from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, TEXT_PART, Stored, filter_expr, parse
+from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, Stored, filter_expr, parse
 
 BATCH = 256  # rows per insert or upsert call
 CONSISTENCY = "Strong"  # read your own writes: a question after an add sees it
@@ -370,7 +370,7 @@ class MilvusStore:
             around.setdefault((hit["doc_id"], hit["gen"]), set()).update(
                 range(max(hit["first_sentence"] - 1, 0), hit["last_sentence"] + 2))
         # In the pool, beside the articles' read: no task waits on another.
-        blocks = self._sentence_read(around, layout.block_size(meta))
+        blocks = self._sentence_read(around)
         articles = {a.id: (a, record) for a, record in self._pool.submit(self._articles, ids).result()}
         order = [i for i in ids if i in articles]
         row_of = {doc_id: row for row, doc_id in enumerate(order)}
@@ -390,9 +390,8 @@ class MilvusStore:
         starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
         dim = int(meta["dim"])
         vectors = np.zeros((int(starts[-1]), dim), np.float16)
-        size = layout.block_size(meta)
         for block in blocks.result():  # a block at a time: a loop per sentence cost ~7 ms a question
-            doc_id, first = block["doc_id"], int(block["block"]) * size
+            doc_id, first = block["doc_id"], int(block["block"]) * layout.BLOCK
             if doc_id not in row_of or articles[doc_id][1]["gen"] != int(block["gen"]):
                 continue
             found = layout.vectors_of(block, dim)[:max(len(spans[row_of[doc_id]]) - first, 0)]
@@ -432,19 +431,18 @@ class MilvusStore:
                               output_fields=fields)
         return out
 
-    def _sentence_read(self, around: dict[tuple[str, int], set[int]], size: int):
+    def _sentence_read(self, around: dict[tuple[str, int], set[int]]):
         """A read (a future) of the sentence blocks holding the sentences ``around`` names: one
         read, as Milvus Lite's engine scans its segments per read until it has every key."""
-        keys = sorted({layout.block_key(doc_id, gen, i // size) for (doc_id, gen), idx in around.items()
+        keys = sorted({layout.block_key(doc_id, gen, i // layout.BLOCK) for (doc_id, gen), idx in around.items()
                        for i in idx})
         return self._pool.submit(self._get_many, "sentences", keys, ["doc_id", "gen", "block", "vectors"])
 
     def _frequencies(self, terms: list[str]) -> dict[str, int]:
-        """How many chunks hold each of ``terms`` (absent: none)."""
-        if not terms:
-            return {}
-        rows = self._get_many("terms", terms, ["term", "df"])
-        return {r["term"]: int(r["df"]) for r in rows}
+        """How many chunks hold each of ``terms`` (absent: none): the few rows they hash to."""
+        rows = self._get_many("terms", sorted({layout.term_bucket(t) for t in terms}), ["key", "value"])
+        counts = {word: n for row in rows for word, n in row["value"].items()}
+        return {t: int(counts[t]) for t in terms if t in counts}
 
     def article(self, doc_id: str) -> Article:
         self._live_meta()
@@ -561,7 +559,7 @@ class MilvusStore:
                 raise RagError(f"{self.uri}: another writer changed the index (to {layout.version_of(meta)}) "
                                f"while this one planned; run it again")
             if meta is None:
-                meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim, "block": layout.BLOCK,
+                meta = {"schema": SCHEMA, "model": embedder.name, "dim": embedder.dim,
                         "embedder": getattr(embedder, "backend", embedder.name), "chunking": chunking,
                         "version": 0, "next_gen": 1, "articles": 0, "chunks": 0, "sentences": 0,
                         "groups": {by: {} for by in GROUP_FIELDS}}
@@ -644,8 +642,7 @@ class MilvusStore:
                 table = [(c.start, c.end, c.first_sentence, c.last_sentence) for c in chunks]
             else:  # metadata or path changed: the stored rows, copied under this generation
                 table, chunk_vectors, sentence_vectors, spans = self._stored_rows(article.id, live[article.id])
-            rows_of = self._article_rows(article, gen, table, chunk_vectors, sentence_vectors, layout.block_size(meta))
-            for kind, rows in rows_of.items():
+            for kind, rows in self._article_rows(article, gen, table, chunk_vectors, sentence_vectors).items():
                 pending[kind] += rows
             self._flush(pending, BATCH)
             self._beat(lock)
@@ -672,7 +669,7 @@ class MilvusStore:
                 where = f"doc_id in {json.dumps(ids[at:at + 512], ensure_ascii=False)}{keep}"
                 for kind in ("chunks", "sentences", "articles"):
                     self._call(f"removing {kind}", self.client.delete, self.name(kind), filter=where)
-        self._update_terms(df, meta)
+        self._update_terms(df)
         if old.complete:  # every live article is at hand: count afresh (heals a dead writer's counts)
             return layout.counts(meta, [], live.values(), afresh=True)
         before = [old.records[old.row_of[i]] for i in written + dropped if i in old.row_of]
@@ -685,8 +682,7 @@ class MilvusStore:
                 self._call(f"writing {kind}", self.client.upsert, self.name(kind), rows[:BATCH])
                 del rows[:BATCH]
 
-    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors, block: int
-                      ) -> dict:
+    def _article_rows(self, article: Article, gen: int, table, chunk_vectors, sentence_vectors) -> dict:
         """An article's new rows under generation ``gen``: chunks, sentences, text parts after the first."""
         key = f"{article.id}#{gen}"
         labels = {"viewpoint": article.group("viewpoint"), "by_source": article.group("source")}
@@ -695,8 +691,8 @@ class MilvusStore:
                    "day": day, "span_start": s, "span_end": e, "first_sentence": f, "last_sentence": last,
                    "words": " ".join(tokens(article.text[s:e])), "vector": v.tolist()}
                   for n, ((s, e, f, last), v) in enumerate(zip(table, np.asarray(chunk_vectors, np.float32)))]
-        sentences = layout.sentence_blocks(article.id, gen, sentence_vectors, block)
-        parts = [article.text[at:at + TEXT_PART] for at in range(TEXT_PART, len(article.text), TEXT_PART)]
+        sentences = layout.sentence_blocks(article.id, gen, sentence_vectors)
+        parts = layout.text_parts(article.text)[1:]
         texts = [{"key": f"{key}#p{n}", "doc_id": article.id, "gen": gen, "part": n, "hash": article.content_hash,
                   "viewpoint": labels["viewpoint"], "by_source": labels["by_source"], "text": part,
                   "record": {}, "spans": [], "vector": layout.doc_vector(chunk_vectors)}
@@ -727,16 +723,19 @@ class MilvusStore:
                           output_fields=["words"], consistency_level=CONSISTENCY)
         return Counter(t for r in rows for t in set(r["words"].split()))
 
-    def _update_terms(self, df: Counter, meta: dict) -> None:
-        changed = [t for t, n in df.items() if n]
-        if not changed:
-            return
-        now = self._frequencies(changed)
-        rows, gone = [], []
-        for term in changed:
-            n = now.get(term, 0) + df[term]
-            (rows.append({"term": term, "df": n, "vector": [0.0, 0.0]}) if n > 0 else gone.append(term))
-        for at in range(0, len(rows), 4 * BATCH):
-            self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + 4 * BATCH])
-        for at in range(0, len(gone), 4 * BATCH):
-            self._call("writing terms", self.client.delete, self.name("terms"), ids=gone[at:at + 4 * BATCH])
+    def _update_terms(self, df: Counter) -> None:
+        """Add ``df`` (word -> change in its count) to the stored counts, a bucket row at a time."""
+        buckets: dict[str, list[str]] = {}
+        for term in (t for t, n in df.items() if n):
+            buckets.setdefault(layout.term_bucket(term), []).append(term)
+        stored = {r["key"]: dict(r["value"]) for r in self._get_many("terms", sorted(buckets), ["key", "value"])}
+        rows = []
+        for key, words in buckets.items():
+            counts = stored.get(key, {})
+            for word in words:
+                n = int(counts.pop(word, 0)) + df[word]
+                if n > 0:
+                    counts[word] = n
+            rows.append({"key": key, "value": counts, "vector": [0.0, 0.0]})
+        for at in range(0, len(rows), BATCH):
+            self._call("writing terms", self.client.upsert, self.name("terms"), rows[at:at + BATCH])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,15 +22,21 @@ from ..retrieve import Filters
 from ..types import Article
 from .segment import meta_digest
 
-SCHEMA = 2  # bumped when the collections' fields change (2: sentence vectors in blocks)
+SCHEMA = 3  # bumped when the collections' fields change (2: sentence vectors in blocks; 3: word counts in buckets)
 # Sentence vectors per sentences row: float16 (as the folder keeps them), base64 in a VARCHAR
 # (at most 65,535 bytes: 48 of 384-d fill 49,152 characters). A question reads the blocks
 # around its passages (~12 sentences each): 16 a row read a third of the bytes 48 did, one
-# read either way (at 6,000 articles 8 against 13 ms with decoding). The meta row records a
-# store's size; a store without it was built with 48.
+# read either way (at 6,000 articles 8 against 13 ms with decoding).
 BLOCK = 16
-EARLIER_BLOCK = 48
-TEXT_PART = 16_000  # characters per row of article text: a VARCHAR holds at most 65,535 bytes
+# Rows the word counts are hashed into. A read of rows by key costs Milvus Lite ~5 ms and more
+# when the keys are among many rows (a question's 4 words, a row each among 70k at 12k
+# articles: ~9 ms, 11 ms of the ask); a few rows of 8,192 cost 1.6. At 10M articles, ~1,000
+# words a row, ~20 KB of JSON.
+TERM_BUCKETS = 8192
+# Bytes of UTF-8 per row of article text (a VARCHAR holds 65,535): all but a few articles are
+# one row, read with the article's record. (Parts of 16,000 characters, before, left 3% of
+# AllSides articles in two rows: a second read after the first for most questions at 12k.)
+TEXT_BYTES = 65_000
 ID_CHARS = 400  # longest article id (keys add a generation and an index to it)
 # BM25 as bm25s ranks locally (Milvus's own default k1 is 1.2).
 BM25_PARAMS = {"bm25_k1": 1.5, "bm25_b": 0.75}
@@ -154,8 +161,6 @@ def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tup
                 "sparse": ("SPARSE_FLOAT_VECTOR", {}), **vector}
     if kind == "sentences":  # an article's sentence vectors, BLOCK a row: read by key, never searched
         return {**key, **owner, "block": ("INT64", {}), "vectors": ("VARCHAR", {"max_length": 65535}), **unused}
-    if kind == "terms":
-        return {"term": ("VARCHAR", {"is_primary": True, "max_length": 512}), "df": ("INT64", {}), **unused}
     return {"key": ("VARCHAR", {"is_primary": True, "max_length": 64}), "value": ("JSON", {}), **unused}
 
 
@@ -165,7 +170,7 @@ def record(article: Article, gen: int, spans, n_chunks: int) -> dict:
     return {"title": article.title, "source": article.source, "viewpoint": article.viewpoint,
             "date": article.date, "url": article.url, "path": article.path, "meta": dict(article.meta),
             "content_hash": article.content_hash, "digest": meta_digest(article), "gen": gen,
-            "parts": max(1, -(-len(article.text) // TEXT_PART)), "n_chunks": n_chunks,
+            "parts": len(text_parts(article.text)), "n_chunks": n_chunks,
             "n_sentences": len(spans),
             "viewpoint_label": article.group("viewpoint"), "source_label": article.group("source")}
 
@@ -175,8 +180,25 @@ def article_row(article: Article, record: dict, chunk_vectors, spans) -> dict:
         raise RagError(f"{article.path}: article id longer than {ID_CHARS} characters")
     return {"key": article.id, "doc_id": article.id, "gen": record["gen"], "part": 0,
             "hash": article.content_hash, "viewpoint": record["viewpoint_label"],
-            "by_source": record["source_label"], "text": article.text[:TEXT_PART], "record": record,
+            "by_source": record["source_label"], "text": text_parts(article.text)[0], "record": record,
             "spans": [[int(s.start), int(s.end)] for s in spans], "vector": doc_vector(chunk_vectors)}
+
+
+def text_parts(text: str) -> list[str]:
+    """``text`` in parts of at most ``TEXT_BYTES`` bytes of UTF-8, cut between characters.
+
+    >>> [len(part) for part in text_parts("a" + "é" * 40_000)], text_parts("")  # byte 65,000 is inside an é
+    ([32500, 7501], [''])
+    """
+    data = text.encode("utf-8")
+    parts, at = [], 0
+    while at < len(data) or not parts:
+        end = min(at + TEXT_BYTES, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # inside a character: back to its first byte
+            end -= 1
+        parts.append(data[at:end].decode("utf-8"))
+        at = end
+    return parts
 
 
 def article_of(doc_id: str, text: str, record: dict) -> Article:
@@ -195,26 +217,26 @@ def version_of(meta: dict | None) -> str:
     return f"v{int(meta['version']):06d}" if meta else ""
 
 
-def sentence_blocks(doc_id: str, gen: int, vectors, size: int) -> list[dict]:
-    """An article's sentence vectors as rows of ``size`` (float16, base64).
+def sentence_blocks(doc_id: str, gen: int, vectors) -> list[dict]:
+    """An article's sentence vectors as rows of ``BLOCK`` (float16, base64).
 
-    >>> rows = sentence_blocks("a", 3, np.ones((50, 4), np.float32), 48)
+    >>> rows = sentence_blocks("a", 3, np.ones((20, 4), np.float32))
     >>> [(r["key"], r["block"]) for r in rows], vectors_of(rows[1], 4).shape
-    ([('a#3#v0', 0), ('a#3#v1', 1)], (2, 4))
+    ([('a#3#v0', 0), ('a#3#v1', 1)], (4, 4))
     """
     vectors = np.asarray(vectors, np.float16)
     return [{"key": block_key(doc_id, gen, n), "doc_id": doc_id, "gen": gen, "block": n,
-             "vectors": base64.b64encode(vectors[at:at + size].tobytes()).decode("ascii"),
-             "vector": [0.0, 0.0]} for n, at in enumerate(range(0, len(vectors), size))]
+             "vectors": base64.b64encode(vectors[at:at + BLOCK].tobytes()).decode("ascii"),
+             "vector": [0.0, 0.0]} for n, at in enumerate(range(0, len(vectors), BLOCK))]
 
 
-def block_size(meta: dict) -> int:
-    """Sentence vectors per sentences row in this store.
+def term_bucket(term: str) -> str:
+    """The key of the terms row that holds ``term``'s count (a JSON object, word -> count).
 
-    >>> block_size({"block": BLOCK}), block_size({})  # a store built before sizes were recorded
-    (16, 48)
+    >>> term_bucket("russia") == term_bucket("russia") != term_bucket("ukraine")
+    True
     """
-    return int(meta.get("block", EARLIER_BLOCK))
+    return f"b{zlib.crc32(term.encode('utf-8')) % TERM_BUCKETS}"
 
 
 def block_key(doc_id: str, gen: int, block: int) -> str:
