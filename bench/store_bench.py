@@ -194,8 +194,9 @@ def grouped_vs_per_viewpoint(store, vector, repeats: int) -> dict:
         times["grouped"].append(time.perf_counter() - started)
         started = time.perf_counter()
         for label in labels:
-            store.client.search(name, data=data, anns_field="vector", limit=12, filter=f"viewpoint == {json.dumps(label)}",
-                                output_fields=["doc_id"], consistency_level="Strong")
+            store.client.search(name, data=data, anns_field="vector", limit=12,
+                                filter=f"viewpoint == {json.dumps(label)}", output_fields=["doc_id"],
+                                consistency_level="Strong")
         times["separate"].append(time.perf_counter() - started)
         started = time.perf_counter()
         store.client.search(name, data=data, anns_field="vector", limit=24 * len(labels), output_fields=["viewpoint"],
