@@ -58,7 +58,7 @@ from ..errors import IndexCorrupt, IndexMissing, RagError
 from ..lexical import from_frequencies, tokens
 from ..retrieve import DEPTH, Filters, Found, Passage, reciprocal_rank
 from ..settings import Settings
-from ..types import Article, BuildReport, Span
+from ..types import Article, BuildReport, Span, Spans
 from .index import Snapshot
 from .milvus_schema import BM25_PARAMS, GROUP_FIELDS, KINDS, SCHEMA, Stored, filter_expr, parse
 
@@ -386,16 +386,15 @@ class MilvusStore:
                 passages.append(Passage(len(chunks) - 1, hit["cosine"], len(passages) + 1))
             if passages:
                 sides[label] = passages
-        spans = [tuple(Span(*s) for s in articles[i][1]["spans"]) for i in order]
-        starts = np.concatenate([[0], np.cumsum([len(s) for s in spans])]).astype(np.int64)
-        dim = int(meta["dim"])
-        vectors = np.zeros((int(starts[-1]), dim), np.float16)
+        spans = Spans.of([articles[i][1]["spans"] for i in order])  # the pairs into arrays, no Span each
+        counts, dim = spans.counts, int(meta["dim"])
+        vectors = np.zeros((len(spans.pairs), dim), np.float16)
         for block in blocks.result():  # a block at a time: a loop per sentence cost ~7 ms a question
             doc_id, first = block["doc_id"], int(block["block"]) * layout.BLOCK
             if doc_id not in row_of or articles[doc_id][1]["gen"] != int(block["gen"]):
                 continue
-            found = layout.vectors_of(block, dim)[:max(len(spans[row_of[doc_id]]) - first, 0)]
-            at = int(starts[row_of[doc_id]]) + first
+            found = layout.vectors_of(block, dim)[:max(int(counts[row_of[doc_id]]) - first, 0)]
+            at = int(spans.starts[row_of[doc_id]]) + first
             vectors[at:at + len(found)] = found
         snap = Snapshot([articles[i][0] for i in order], spans, np.array(chunks, np.int64).reshape(-1, 5),
                         None, vectors, manifest=meta, version=layout.version_of(meta))
