@@ -457,3 +457,16 @@ def test_an_article_longer_than_a_milvus_text_field_comes_back_whole(tmp_path, m
     answer = ix.ask("report on café prices, sentence 2400")
     cited = [q for v in answer.viewpoints for q in v.answers if q.doc_id == "long"]
     assert cited and all(body[q.start:q.end] == q.text for q in cited)
+
+
+def test_a_store_whose_every_article_was_removed_answers_like_the_folder(tmp_path, milvus_server, hash_embedder):
+    """No viewpoint left to search: both stores answer with no sides (no search of zero hits)."""
+    answers = []
+    for where in (str(tmp_path / "index"), f"{milvus_server}/emptied"):
+        corpus = _corpus(tmp_path / where.replace("/", "_").replace(":", "_"))
+        rag.build([corpus], index=where, embedder=hash_embedder, progress=False)
+        ix = rag.Index(where, embedder=hash_embedder)
+        ix.remove([a.id for a in ix.articles()])
+        answers.append(ix.ask("fishing quotas"))
+    local, milvus = answers
+    assert quotes(milvus) == quotes(local) == [] and milvus.more_viewpoints == local.more_viewpoints == 0

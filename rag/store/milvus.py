@@ -309,7 +309,7 @@ class MilvusStore:
         query = {"dense": vector, "bm25": words}
         depth = DEPTH * k if words else k
         ranked: dict[tuple[str, str], list[dict]] = {}
-        if field is not None:
+        if field is not None and labels:  # (no labels: every article removed, nothing to search)
             shared = where if len(labels) == len(groups) else " and ".join(
                 e for e in (f"{field} in {json.dumps(labels, ensure_ascii=False)}", where) if e)
             limit = 2 * depth * len(labels)
