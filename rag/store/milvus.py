@@ -310,8 +310,8 @@ class MilvusStore:
         depth = DEPTH * k if words else k
         ranked: dict[tuple[str, str], list[dict]] = {}
         if field is not None and labels:  # (no labels: every article removed, nothing to search)
-            shared = where if len(labels) == len(groups) else " and ".join(
-                e for e in (f"{field} in {json.dumps(labels, ensure_ascii=False)}", where) if e)
+            shared = where if len(labels) == len(groups) else layout.all_of(
+                f"{field} in {json.dumps(labels, ensure_ascii=False)}", where)
             limit = 2 * depth * len(labels)
             searches = {kind: self._pool.submit(self._ranked, kind, query[kind], shared, limit, field)
                         for kind in kinds}
@@ -322,7 +322,7 @@ class MilvusStore:
                     if len(mine) >= depth or len(found) < limit:  # its top, or every chunk it has
                         ranked[(label, kind)] = mine[:depth]
         own = {(label, kind): self._pool.submit(self._ranked, kind, query[kind],
-                                                " and ".join(e for e in (groups[label], where) if e), depth)
+                                                layout.all_of(groups[label], where), depth)
                for label in labels for kind in kinds if (label, kind) not in ranked}
         ranked.update((key, search.result()) for key, search in own.items())
         best = {label: reciprocal_rank([[h["key"] for h in ranked[(label, kind)]] for kind in kinds], k)

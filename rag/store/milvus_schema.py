@@ -139,6 +139,15 @@ def filter_expr(filters: Filters | None) -> str:
     return " and ".join(parts)
 
 
+def all_of(*exprs: str) -> str:
+    """The expressions that are not empty, joined by ``and`` ("" for none).
+
+    >>> all_of('viewpoint == "left"', ""), all_of("", "")
+    ('viewpoint == "left"', '')
+    """
+    return " and ".join(e for e in exprs if e)
+
+
 def fields(kind: str, dim: int = 0, partition_key: bool = True) -> dict[str, tuple[str, dict]]:
     """The fields of each collection: name -> (pymilvus DataType name, options). Without
     ``partition_key`` the chunks' viewpoint is a plain field: Milvus Lite 2.5's embedded
